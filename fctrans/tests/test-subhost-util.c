@@ -1,0 +1,355 @@
+/*
+ * Helpers for the sub-host tests: real nbdkit exports started through the
+ * launcher, TLS credentials made by the credentials helper.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "test-subhost-util.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <glib/gstdio.h>
+
+static char *tmpdir;
+static char *launcher;
+static char *creds_tool;
+static unsigned server_seq;
+
+const char *subhost_test_tmpdir(void)
+{
+    return tmpdir;
+}
+
+const char *subhost_test_launcher(void)
+{
+    return launcher;
+}
+
+const char *subhost_test_creds_tool(void)
+{
+    return creds_tool;
+}
+
+char *subhost_test_creds(const char *name)
+{
+    return g_build_filename(tmpdir, "creds", name, NULL);
+}
+
+int subhost_test_run(const char *const *argv, char **out)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *sout = NULL;
+    g_autofree char *serr = NULL;
+    int status;
+
+    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL,
+                      NULL, &sout, &serr, &status, &err)) {
+        g_error("cannot run %s: %s", argv[0], err->message);
+    }
+    if (out) {
+        *out = g_strconcat(sout, serr, NULL);
+    }
+    if (WIFEXITED(status)) {
+        return WEXITSTATUS(status);
+    }
+    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+static void rm_rf(const char *path)
+{
+    const char *argv[] = { "rm", "-rf", path, NULL };
+
+    subhost_test_run(argv, NULL);
+}
+
+static void cleanup(void)
+{
+    if (tmpdir && !g_getenv("SUBHOST_TEST_KEEP")) {
+        rm_rf(tmpdir);
+    }
+}
+
+static void creds(const char *cmd, ...)
+{
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    g_autofree char *out = NULL;
+    const char *a;
+    va_list ap;
+
+    g_ptr_array_add(argv, g_strdup(creds_tool));
+    g_ptr_array_add(argv, g_strdup(cmd));
+    va_start(ap, cmd);
+    while ((a = va_arg(ap, const char *))) {
+        /* "@name" is a credentials directory */
+        g_ptr_array_add(argv, a[0] == '@' ? subhost_test_creds(a + 1)
+                                           : g_strdup(a));
+    }
+    va_end(ap);
+    g_ptr_array_add(argv, NULL);
+    if (subhost_test_run((const char *const *)argv->pdata, &out)) {
+        g_error("%s %s failed: %s", creds_tool, cmd, out);
+    }
+    g_ptr_array_free(argv, true);
+}
+
+static char *find_tool(const char *env, const char *name)
+{
+    const char *p = g_getenv(env);
+    char *path;
+
+    if (p) {
+        path = g_strdup(p);
+    } else {
+        /* Fall back on the source tree, relative to this file. */
+        path = g_build_filename(SUBHOST_SOURCE_ROOT, "contrib", "subhost",
+                                name, NULL);
+    }
+    if (!g_file_test(path, G_FILE_TEST_IS_EXECUTABLE)) {
+        g_error("%s not found at %s (set %s)", name, path, env);
+    }
+    return path;
+}
+
+void subhost_test_init(int *argc, char ***argv)
+{
+    static const char *const tools[] = {
+        "nbdkit", "certtool", "psktool",
+    };
+    g_autoptr(GError) err = NULL;
+    unsigned i;
+
+    g_test_init(argc, argv, NULL);
+    /* A server killed under us must not kill the test. */
+    signal(SIGPIPE, SIG_IGN);
+
+    for (i = 0; i < G_N_ELEMENTS(tools); i++) {
+        g_autofree char *p = g_find_program_in_path(tools[i]);
+
+        if (!p) {
+            g_error("%s is not installed: the sub-host tests need real "
+                    "servers (run scripts/install-deps.sh)", tools[i]);
+        }
+    }
+    launcher = find_tool("SUBHOST_LAUNCHER", "splitmem-subhost");
+    creds_tool = find_tool("SUBHOST_CREDS", "splitmem-subhost-creds");
+
+    tmpdir = g_dir_make_tmp("subhost-test-XXXXXX", &err);
+    if (!tmpdir) {
+        g_error("cannot make a temporary directory: %s", err->message);
+    }
+    atexit(cleanup);
+
+    /*
+     * A site CA for servers, one client CA per VM, a server and a client
+     * directory per VM, a PSK per VM, and a second key for vmA's identity.
+     */
+    creds("ca", "--cn", "splitmem test site", "--dir", "@site", NULL);
+    creds("ca", "--cn", "vmA clients", "--dir", "@caA", NULL);
+    creds("ca", "--cn", "vmB clients", "--dir", "@caB", NULL);
+    creds("server", "--ca", "@site", "--client-ca", "@caA",
+          "--hostname", "localhost", "--ip", "127.0.0.1", "--dir", "@srvA",
+          NULL);
+    creds("server", "--ca", "@site", "--client-ca", "@caB",
+          "--hostname", "localhost", "--ip", "127.0.0.1", "--dir", "@srvB",
+          NULL);
+    creds("client", "--ca", "@caA", "--server-ca", "@site", "--vm", "vmA",
+          "--dir", "@cliA", NULL);
+    creds("client", "--ca", "@caB", "--server-ca", "@site", "--vm", "vmB",
+          "--dir", "@cliB", NULL);
+    /* A client that trusts another CA than the servers' */
+    creds("client", "--ca", "@caA", "--server-ca", "@caB", "--vm", "vmA",
+          "--dir", "@cliA-untrusting", NULL);
+    creds("psk", "--identity", "vmA", "--dir", "@pskA", NULL);
+    creds("psk", "--identity", "vmB", "--dir", "@pskB", NULL);
+    creds("psk", "--identity", "vmA", "--dir", "@pskA-wrongkey", NULL);
+
+    /* vmA's key presented under vmB's identity */
+    {
+        g_autofree char *a = subhost_test_creds("pskA/keys.psk");
+        g_autofree char *d = subhost_test_creds("pskA-as-vmB");
+        g_autofree char *f = g_build_filename(d, "keys.psk", NULL);
+        g_autofree char *line = NULL;
+        g_autofree char *out = NULL;
+
+        if (!g_file_get_contents(a, &line, NULL, &err) ||
+            !strchr(line, ':')) {
+            g_error("cannot read %s", a);
+        }
+        out = g_strconcat("vmB", strchr(line, ':'), NULL);
+        g_mkdir_with_parents(d, 0700);
+        if (!g_file_set_contents(f, out, -1, &err)) {
+            g_error("cannot write %s: %s", f, err->message);
+        }
+    }
+}
+
+static int free_tcp_port(void)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port;
+
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
+        getsockname(fd, (struct sockaddr *)&sa, &len)) {
+        g_error("cannot find a free TCP port: %s", g_strerror(errno));
+    }
+    port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+/* Spawn the launcher; true once nbdkit wrote its pid file (ready). */
+static bool server_spawn(SubhostTestServer *s, const char *size,
+                         SubhostTestTls tls, const char *const *extra)
+{
+    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(GError) err = NULL;
+    int64_t deadline = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
+    const char *suffix = s->vm[strlen(s->vm) - 1] == 'B' ? "B" : "A";
+
+    g_ptr_array_add(argv, g_strdup(launcher));
+    g_ptr_array_add(argv, g_strdup_printf("--vm=%s", s->vm));
+    g_ptr_array_add(argv, g_strdup_printf("--size=%s", size));
+    if (s->sock_path) {
+        g_ptr_array_add(argv, g_strdup_printf("--unix=%s", s->sock_path));
+    } else {
+        g_ptr_array_add(argv, g_strdup_printf("--listen=127.0.0.1:%d",
+                                              s->port));
+    }
+    switch (tls) {
+    case SUBHOST_TLS_NONE:
+        g_ptr_array_add(argv, g_strdup("--no-tls"));
+        break;
+    case SUBHOST_TLS_PSK:
+        g_ptr_array_add(argv, g_strdup_printf("--tls-psk=%s/creds/psk%s",
+                                              tmpdir, suffix));
+        break;
+    case SUBHOST_TLS_X509:
+        g_ptr_array_add(argv, g_strdup_printf("--tls-creds=%s/creds/srv%s",
+                                              tmpdir, suffix));
+        break;
+    }
+    g_ptr_array_add(argv, g_strdup_printf("--pidfile=%s", s->pidfile));
+    g_ptr_array_add(argv, g_strdup("--exit-with-parent"));
+    g_ptr_array_add(argv, g_strdup("--cgroup=none"));
+    for (; extra && *extra; extra++) {
+        g_ptr_array_add(argv, g_strdup(*extra));
+    }
+    g_ptr_array_add(argv, NULL);
+
+    g_unlink(s->pidfile);
+    if (!g_spawn_async(NULL, (char **)argv->pdata, NULL,
+                       G_SPAWN_DO_NOT_REAP_CHILD |
+                       G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, &s->pid,
+                       &err)) {
+        g_error("cannot start %s: %s", launcher, err->message);
+    }
+    while (!g_file_test(s->pidfile, G_FILE_TEST_EXISTS)) {
+        int status;
+
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            s->pid = 0;
+            return false;       /* it failed: port taken, bad option... */
+        }
+        if (g_get_monotonic_time() > deadline) {
+            g_error("nbdkit for %s did not become ready", s->vm);
+        }
+        g_usleep(5000);
+    }
+    return true;
+}
+
+SubhostTestServer *subhost_test_server_start(const char *vm,
+                                             const char *size,
+                                             SubhostTestTls tls, bool tcp,
+                                             const char *const *extra)
+{
+    SubhostTestServer *s = g_new0(SubhostTestServer, 1);
+    const char *scheme = tls == SUBHOST_TLS_NONE ? "nbd" : "nbds";
+    unsigned seq = ++server_seq;
+    int attempt;
+
+    s->vm = g_strdup(vm);
+    s->pidfile = g_strdup_printf("%s/%s-%u.pid", tmpdir, vm, seq);
+    if (!tcp) {
+        s->sock_path = g_strdup_printf("%s/%s-%u.sock", tmpdir, vm, seq);
+        s->uri = g_strdup_printf("%s+unix:///%s?socket=%s", scheme, vm,
+                                 s->sock_path);
+        if (!server_spawn(s, size, tls, extra)) {
+            g_error("cannot start an export for %s", vm);
+        }
+        return s;
+    }
+    /* A free port can be taken by someone else before nbdkit binds it. */
+    for (attempt = 0; attempt < 5; attempt++) {
+        s->port = free_tcp_port();
+        if (server_spawn(s, size, tls, extra)) {
+            s->uri = g_strdup_printf("%s://127.0.0.1:%d/%s", scheme, s->port,
+                                     vm);
+            return s;
+        }
+    }
+    g_error("cannot start an export for %s on TCP", vm);
+}
+
+void subhost_test_server_restart(SubhostTestServer *s, const char *size,
+                                 SubhostTestTls tls)
+{
+    int attempt;
+
+    g_assert(s->pid == 0);
+    for (attempt = 0; attempt < 50; attempt++) {
+        if (s->sock_path) {
+            g_unlink(s->sock_path);
+        }
+        if (server_spawn(s, size, tls, NULL)) {
+            return;
+        }
+        /* The old listening socket may linger for a moment. */
+        g_usleep(100000);
+    }
+    g_error("cannot restart the export for %s", s->vm);
+}
+
+void subhost_test_server_signal(SubhostTestServer *s, int sig)
+{
+    g_assert(s->pid > 0);
+    kill(s->pid, sig);
+    if (sig == SIGKILL) {
+        waitpid(s->pid, NULL, 0);
+        g_spawn_close_pid(s->pid);
+        s->pid = 0;
+    }
+}
+
+void subhost_test_server_stop(SubhostTestServer *s)
+{
+    if (!s) {
+        return;
+    }
+    if (s->pid > 0) {
+        kill(s->pid, SIGCONT);
+        kill(s->pid, SIGTERM);
+        waitpid(s->pid, NULL, 0);
+        g_spawn_close_pid(s->pid);
+    }
+    if (s->sock_path) {
+        g_unlink(s->sock_path);
+    }
+    g_unlink(s->pidfile);
+    g_free(s->vm);
+    g_free(s->sock_path);
+    g_free(s->pidfile);
+    g_free(s->uri);
+    g_free(s);
+}

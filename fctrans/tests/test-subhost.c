@@ -1,0 +1,1225 @@
+/*
+ * Tests of the sub-host channel against real nbdkit exports
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "subhost.h"
+#include "test-subhost-util.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <libnbd.h>
+
+#define PAGE 4096
+
+/* Open a sub-host; the caller fills what differs from the defaults. */
+static FctransSubhost *open_sh(const FctransSubhostConfig *cfg,
+                               GError **errp)
+{
+    return fctrans_subhost_open(cfg, errp);
+}
+
+static FctransSubhostConfig plain_cfg(SubhostTestServer *s)
+{
+    return (FctransSubhostConfig) {
+        .id = "sub0",
+        .uri = s->uri,
+    };
+}
+
+/* Fill @buf with bytes derived from @seed and the offset. */
+static void fill_page(uint8_t *buf, size_t len, uint64_t offset,
+                      uint32_t seed)
+{
+    GRand *r = g_rand_new_with_seed(seed ^ (uint32_t)(offset >> 12) ^
+                                    (uint32_t)(offset >> 44));
+    size_t i;
+
+    for (i = 0; i < len; i += 4) {
+        uint32_t v = g_rand_int(r);
+
+        memcpy(buf + i, &v, MIN(4, len - i));
+    }
+    g_rand_free(r);
+}
+
+static bool all_zero(const uint8_t *buf, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        if (buf[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Counting completions of asynchronous batches */
+
+typedef struct Batch {
+    GMutex lock;
+    GCond cond;
+    unsigned submitted;
+    unsigned ok;
+    unsigned failed;
+    int last_code;
+    GError *first;
+} Batch;
+
+static void batch_init(Batch *b)
+{
+    memset(b, 0, sizeof(*b));
+    g_mutex_init(&b->lock);
+    g_cond_init(&b->cond);
+}
+
+static void batch_clear(Batch *b)
+{
+    g_mutex_clear(&b->lock);
+    g_cond_clear(&b->cond);
+    g_clear_error(&b->first);
+}
+
+static void batch_done(void *opaque, const GError *err)
+{
+    Batch *b = opaque;
+
+    g_mutex_lock(&b->lock);
+    if (err) {
+        b->failed++;
+        b->last_code = err->code;
+        if (!b->first) {
+            b->first = g_error_copy(err);
+        }
+    } else {
+        b->ok++;
+    }
+    g_cond_broadcast(&b->cond);
+    g_mutex_unlock(&b->lock);
+}
+
+/* Wait for every submitted request, at most @secs seconds. */
+static void batch_wait(Batch *b, unsigned secs)
+{
+    int64_t deadline = g_get_monotonic_time() + secs * G_USEC_PER_SEC;
+
+    g_mutex_lock(&b->lock);
+    while (b->ok + b->failed < b->submitted) {
+        if (!g_cond_wait_until(&b->cond, &b->lock, deadline)) {
+            g_error("only %u of %u requests completed in %u s",
+                    b->ok + b->failed, b->submitted, secs);
+        }
+    }
+    g_mutex_unlock(&b->lock);
+}
+
+/* Configuration checks need no server. */
+static void test_config_invalid(void)
+{
+    static const struct {
+        const char *uri;
+        const char *psk;
+        const char *x509;
+        const char *user;
+        const char *expect;
+    } cases[] = {
+        { "http://host/x", NULL, NULL, NULL, "is not nbd://" },
+        { "nbds://127.0.0.1/x", NULL, NULL, NULL, "no TLS credentials" },
+        { "nbd://user@127.0.0.1/x", NULL, NULL, NULL, "user information" },
+        { "nbd://127.0.0.1/x?tls-psk-file=/etc/passwd", NULL, NULL, NULL,
+          "tls-psk-file" },
+        { "nbd://127.0.0.1/x", "/nonexistent", NULL, NULL, "not found" },
+        { "nbd://127.0.0.1/x", NULL, "/nonexistent", NULL, "not found" },
+        { "nbd://127.0.0.1/x", NULL, NULL, "vmA", "only used with PSK" },
+        { "nbd://127.0.0.1/x", "/x", "/y", NULL, "not both" },
+        { "", NULL, NULL, NULL, "are required" },
+        { "::::", NULL, NULL, NULL, "invalid URI" },
+    };
+    unsigned i;
+
+    for (i = 0; i < G_N_ELEMENTS(cases); i++) {
+        FctransSubhostConfig cfg = {
+            .id = "sub0",
+            .uri = cases[i].uri,
+            .tls_psk_file = cases[i].psk,
+            .tls_x509_dir = cases[i].x509,
+            .tls_username = cases[i].user,
+        };
+        g_autoptr(GError) err = NULL;
+
+        g_assert_null(open_sh(&cfg, &err));
+        g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_INVALID);
+        if (!strstr(err->message, cases[i].expect)) {
+            g_error("case %u: '%s' lacks '%s'", i, err->message,
+                    cases[i].expect);
+        }
+    }
+
+    {
+        FctransSubhostConfig cfg = {
+            .id = "sub0", .uri = "nbd://127.0.0.1/x", .page_size = 1000,
+        };
+        g_autoptr(GError) err = NULL;
+
+        g_assert_null(open_sh(&cfg, &err));
+        g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_INVALID);
+    }
+    {
+        FctransSubhostConfig cfg = {
+            .id = "sub0", .uri = "nbd://127.0.0.1/x", .lanes = 3,
+        };
+        g_autoptr(GError) err = NULL;
+
+        g_assert_null(open_sh(&cfg, &err));
+        g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_INVALID);
+    }
+}
+
+/*
+ * Write random pages in one asynchronous batch, drain, read them back in
+ * another, compare; untouched pages read as zeros.
+ */
+static void random_pages(FctransSubhost *sh, unsigned npages, uint32_t seed)
+{
+    uint64_t size = fctrans_subhost_export_size(sh);
+    uint64_t slots = size / PAGE;
+    g_autofree uint64_t *offs = g_new(uint64_t, npages);
+    g_autofree uint8_t *wbuf = g_malloc((size_t)npages * PAGE);
+    g_autofree uint8_t *rbuf = g_malloc0((size_t)npages * PAGE);
+    g_autoptr(GHashTable) used = g_hash_table_new(g_int64_hash,
+                                                  g_int64_equal);
+    g_autoptr(GError) err = NULL;
+    GRand *r = g_rand_new_with_seed(seed);
+    uint8_t zero[PAGE];
+    Batch b;
+    unsigned i;
+
+    for (i = 0; i < npages; i++) {
+        do {
+            offs[i] = (uint64_t)g_rand_int_range(r, 0, slots) * PAGE;
+        } while (g_hash_table_contains(used, &offs[i]));
+        g_hash_table_add(used, &offs[i]);
+        fill_page(wbuf + (size_t)i * PAGE, PAGE, offs[i], seed);
+    }
+
+    batch_init(&b);
+    for (i = 0; i < npages; i++) {
+        g_assert_true(fctrans_subhost_write(sh, offs[i], PAGE,
+                                            wbuf + (size_t)i * PAGE, 0,
+                                            batch_done, &b, &err));
+        g_assert_no_error(err);
+        g_mutex_lock(&b.lock);
+        b.submitted++;
+        g_mutex_unlock(&b.lock);
+    }
+    g_assert_true(fctrans_subhost_drain(sh, &err));
+    g_assert_no_error(err);
+    g_assert_cmpuint(b.ok, ==, npages);
+    batch_clear(&b);
+
+    for (i = 0; i < npages; i++) {
+        g_assert_true(fctrans_subhost_page_stored(sh, offs[i]));
+    }
+
+    batch_init(&b);
+    for (i = 0; i < npages; i++) {
+        g_assert_true(fctrans_subhost_read(sh, offs[i], PAGE,
+                                           rbuf + (size_t)i * PAGE, 0,
+                                           batch_done, &b, &err));
+        g_mutex_lock(&b.lock);
+        b.submitted++;
+        g_mutex_unlock(&b.lock);
+    }
+    g_assert_true(fctrans_subhost_drain(sh, &err));
+    g_assert_cmpuint(b.ok, ==, npages);
+    batch_clear(&b);
+    for (i = 0; i < npages; i++) {
+        if (memcmp(wbuf + (size_t)i * PAGE, rbuf + (size_t)i * PAGE, PAGE)) {
+            g_error("page at 0x%" PRIx64 " read back differs", offs[i]);
+        }
+    }
+
+    /* A page never written reads as zeros. */
+    for (i = 0; i < 64; i++) {
+        uint64_t off = (uint64_t)g_rand_int_range(r, 0, slots) * PAGE;
+
+        if (g_hash_table_contains(used, &off)) {
+            continue;
+        }
+        memset(zero, 0xaa, sizeof(zero));
+        g_assert_true(fctrans_subhost_read_sync(sh, off, PAGE, zero, &err));
+        g_assert_true(all_zero(zero, PAGE));
+        g_assert_false(fctrans_subhost_page_stored(sh, off));
+    }
+    g_rand_free(r);
+}
+
+static void test_rw(gconstpointer opaque)
+{
+    bool tcp = GPOINTER_TO_INT(opaque);
+    SubhostTestServer *s = subhost_test_server_start("vmA", "256M",
+                                                     SUBHOST_TLS_NONE, tcp,
+                                                     NULL);
+    FctransSubhostConfig cfg = plain_cfg(s);
+    g_autoptr(GError) err = NULL;
+    FctransSubhostStats st;
+    FctransSubhost *sh;
+
+    cfg.min_size = 256 << 20;
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    /* nbdkit's memory plugin allows multi-conn: urgent and bulk lanes */
+    g_assert_cmpuint(fctrans_subhost_lanes(sh), ==, 2);
+    g_assert_cmpuint(fctrans_subhost_export_size(sh), ==, 256 << 20);
+    g_assert_true(fctrans_subhost_is_connected(sh));
+
+    random_pages(sh, 2000, 1);
+
+    fctrans_subhost_get_stats(sh, &st);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_WRITE].requests, ==, 2000);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_WRITE].bytes, ==, 2000 * PAGE);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_WRITE].errors, ==, 0);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_READ].requests, >=, 2000);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_READ].lat_p50_ns, >, 0);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_READ].lat_p99_ns, >=,
+                     st.op[FCTRANS_SUBHOST_OP_READ].lat_p50_ns);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_READ].lat_max_ns, >=,
+                     st.op[FCTRANS_SUBHOST_OP_READ].lat_p99_ns * 15 / 16);
+    g_assert_cmpuint(st.in_flight, ==, 0);
+    g_assert_cmpuint(st.capacity_used, ==, 2000 * PAGE);
+    g_assert_cmpuint(st.capacity_total, ==, 256 << 20);
+    g_assert_true(st.connected);
+
+    fctrans_subhost_reset_stats(sh);
+    fctrans_subhost_get_stats(sh, &st);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_READ].requests, ==, 0);
+    g_assert_cmpuint(st.capacity_used, ==, 2000 * PAGE);
+
+    fctrans_subhost_close(sh);
+    subhost_test_server_stop(s);
+}
+
+/* Large multi-page requests, both lanes forced, one lane. */
+static void test_large_and_lanes(void)
+{
+    SubhostTestServer *s = subhost_test_server_start("vmA", "64M",
+                                                     SUBHOST_TLS_NONE, false,
+                                                     NULL);
+    FctransSubhostConfig cfg = plain_cfg(s);
+    size_t big = 4 << 20;
+    g_autofree uint8_t *w = g_malloc(big);
+    g_autofree uint8_t *r = g_malloc(big);
+    g_autoptr(GError) err = NULL;
+    unsigned lanes;
+
+    fill_page(w, big, 0, 7);
+    for (lanes = 1; lanes <= 2; lanes++) {
+        FctransSubhost *sh;
+
+        cfg.lanes = lanes;
+        sh = open_sh(&cfg, &err);
+        g_assert_no_error(err);
+        g_assert_cmpuint(fctrans_subhost_lanes(sh), ==, lanes);
+        g_assert_true(fctrans_subhost_write_sync(sh, lanes * big, big, w,
+                                                 &err));
+        g_assert_no_error(err);
+        memset(r, 0, big);
+        g_assert_true(fctrans_subhost_read_sync(sh, lanes * big, big, r,
+                                                &err));
+        g_assert_true(memcmp(w, r, big) == 0);
+        /* Forcing a read onto the bulk lane works too. */
+        memset(r, 0, big);
+        {
+            Batch b;
+
+            batch_init(&b);
+            b.submitted = 1;
+            g_assert_true(fctrans_subhost_read(sh, lanes * big, big, r,
+                                               FCTRANS_SUBHOST_REQ_BULK,
+                                               batch_done, &b, &err));
+            batch_wait(&b, 30);
+            g_assert_cmpuint(b.ok, ==, 1);
+            batch_clear(&b);
+        }
+        g_assert_true(memcmp(w, r, big) == 0);
+        fctrans_subhost_close(sh);
+    }
+    subhost_test_server_stop(s);
+}
+
+/* Invalid requests are refused at once, and their callback never runs. */
+static void never_called(void *opaque, const GError *err)
+{
+    g_error("callback of a refused request ran");
+}
+
+static void test_invalid_requests(void)
+{
+    SubhostTestServer *s = subhost_test_server_start("vmA", "1M",
+                                                     SUBHOST_TLS_NONE, false,
+                                                     NULL);
+    FctransSubhostConfig cfg = plain_cfg(s);
+    uint8_t buf[2 * PAGE];
+    FctransSubhostStats st;
+    FctransSubhost *sh;
+    GError *err = NULL;
+
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+#define REFUSED(call) do { \
+        g_assert_false(call); \
+        g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_INVALID); \
+        g_clear_error(&err); \
+    } while (0)
+    REFUSED(fctrans_subhost_write(sh, 1, PAGE, buf, 0, never_called, NULL,
+                                  &err));
+    REFUSED(fctrans_subhost_write(sh, 0, 100, buf, 0, never_called, NULL,
+                                  &err));
+    REFUSED(fctrans_subhost_write(sh, 0, 0, buf, 0, never_called, NULL,
+                                  &err));
+    REFUSED(fctrans_subhost_read(sh, 1 << 20, PAGE, buf, 0, never_called,
+                                 NULL, &err));
+    REFUSED(fctrans_subhost_read(sh, (1 << 20) - PAGE, 2 * PAGE, buf, 0,
+                                 never_called, NULL, &err));
+    REFUSED(fctrans_subhost_read(sh, UINT64_MAX - PAGE + 1, PAGE, buf, 0,
+                                 never_called, NULL, &err));
+    REFUSED(fctrans_subhost_read(sh, 0, PAGE, buf,
+                                 FCTRANS_SUBHOST_REQ_URGENT |
+                                 FCTRANS_SUBHOST_REQ_BULK,
+                                 never_called, NULL, &err));
+    REFUSED(fctrans_subhost_read(sh, 0, PAGE, buf, 0x80, never_called, NULL,
+                                 &err));
+    REFUSED(fctrans_subhost_read(sh, 0, PAGE, NULL, 0, never_called, NULL,
+                                 &err));
+    REFUSED(fctrans_subhost_trim(sh, 0, PAGE, 0, NULL, NULL, &err));
+#undef REFUSED
+    fctrans_subhost_get_stats(sh, &st);
+    g_assert_cmpuint(st.refused, ==, 10);
+    g_assert_cmpuint(st.in_flight, ==, 0);
+    g_assert_cmpuint(st.capacity_used, ==, 0);
+    fctrans_subhost_close(sh);
+    subhost_test_server_stop(s);
+}
+
+/* Is [off, off + len) a hole on the server (memory freed)? */
+static int extent_cb(void *opaque, const char *metacontext, uint64_t offset,
+                     uint32_t *entries, size_t nr_entries, int *error)
+{
+    uint32_t *flags = opaque;
+
+    if (!strcmp(metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) &&
+        nr_entries >= 2) {
+        *flags = entries[1];
+    }
+    return 0;
+}
+
+static uint32_t server_extent_flags(const char *uri, uint64_t off,
+                                    uint64_t len)
+{
+    struct nbd_handle *nbd = nbd_create();
+    uint32_t flags = 0xffffffff;
+
+    g_assert_nonnull(nbd);
+    g_assert_cmpint(nbd_add_meta_context(nbd,
+                                         LIBNBD_CONTEXT_BASE_ALLOCATION), ==,
+                    0);
+    if (nbd_connect_uri(nbd, uri) == -1 ||
+        nbd_block_status(nbd, len, off,
+                         (nbd_extent_callback) { .callback = extent_cb,
+                                                 .user_data = &flags },
+                         0) == -1) {
+        g_error("block status: %s", nbd_get_error());
+    }
+    nbd_close(nbd);
+    return flags;
+}
+
+static void test_trim(void)
+{
+    SubhostTestServer *s = subhost_test_server_start("vmA", "64M",
+                                                     SUBHOST_TLS_NONE, false,
+                                                     NULL);
+    FctransSubhostConfig cfg = plain_cfg(s);
+    size_t len = 64 * PAGE;
+    g_autofree uint8_t *w = g_malloc(len);
+    g_autofree uint8_t *r = g_malloc(len);
+    g_autoptr(GError) err = NULL;
+    FctransSubhostStats st;
+    FctransSubhost *sh;
+    unsigned i;
+
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    fill_page(w, len, 0, 3);
+    g_assert_true(fctrans_subhost_write_sync(sh, 1 << 20, len, w, &err));
+    g_assert_no_error(err);
+    fctrans_subhost_get_stats(sh, &st);
+    g_assert_cmpuint(st.capacity_used, ==, len);
+    g_assert_cmpuint(server_extent_flags(s->uri, 1 << 20, len) &
+                     LIBNBD_STATE_HOLE, ==, 0);
+
+    /* Trim the odd pages, one request each, asynchronously. */
+    {
+        Batch b;
+
+        batch_init(&b);
+        for (i = 1; i < 64; i += 2) {
+            g_assert_true(fctrans_subhost_trim(sh, (1 << 20) + i * PAGE,
+                                               PAGE, 0, batch_done, &b,
+                                               &err));
+            g_mutex_lock(&b.lock);
+            b.submitted++;
+            g_mutex_unlock(&b.lock);
+        }
+        g_assert_true(fctrans_subhost_drain(sh, &err));
+        g_assert_cmpuint(b.ok, ==, 32);
+        batch_clear(&b);
+    }
+    fctrans_subhost_get_stats(sh, &st);
+    g_assert_cmpuint(st.capacity_used, ==, len / 2);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_TRIM].requests, ==, 32);
+
+    g_assert_true(fctrans_subhost_read_sync(sh, 1 << 20, len, r, &err));
+    for (i = 0; i < 64; i++) {
+        const uint8_t *p = r + i * PAGE;
+
+        if (i & 1) {
+            g_assert_true(all_zero(p, PAGE));
+            g_assert_false(fctrans_subhost_page_stored(sh, (1 << 20) +
+                                                       i * PAGE));
+        } else {
+            g_assert_true(memcmp(p, w + i * PAGE, PAGE) == 0);
+            g_assert_true(fctrans_subhost_page_stored(sh, (1 << 20) +
+                                                      i * PAGE));
+        }
+    }
+
+    /* Trim everything: the server reports a hole, memory is released. */
+    g_assert_true(fctrans_subhost_trim_sync(sh, 1 << 20, len, &err));
+    fctrans_subhost_get_stats(sh, &st);
+    g_assert_cmpuint(st.capacity_used, ==, 0);
+    g_assert_cmpuint(server_extent_flags(s->uri, 1 << 20, len) &
+                     LIBNBD_STATE_HOLE, ==, LIBNBD_STATE_HOLE);
+    fctrans_subhost_close(sh);
+    subhost_test_server_stop(s);
+}
+
+static void test_capacity(void)
+{
+    SubhostTestServer *s = subhost_test_server_start("vmA", "64M",
+                                                     SUBHOST_TLS_NONE, false,
+                                                     NULL);
+    FctransSubhostConfig cfg = plain_cfg(s);
+    uint8_t page[PAGE];
+    g_autofree uint8_t *two = g_malloc0(2 * PAGE);
+    g_autoptr(GError) err = NULL;
+    FctransSubhostStats st;
+    FctransSubhost *sh;
+    unsigned i;
+
+    cfg.capacity = 16 * PAGE + 100;     /* rounded down to 16 pages */
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    fctrans_subhost_get_stats(sh, &st);
+    g_assert_cmpuint(st.capacity_total, ==, 16 * PAGE);
+
+    memset(page, 0x5a, sizeof(page));
+    for (i = 0; i < 16; i++) {
+        g_assert_true(fctrans_subhost_write_sync(sh, i * 2 * PAGE, PAGE,
+                                                 page, &err));
+        g_assert_no_error(err);
+    }
+    /* Full: a new page is refused before anything is sent. */
+    g_assert_false(fctrans_subhost_write(sh, 100 * PAGE, PAGE, page, 0,
+                                         never_called, NULL, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_NOSPACE);
+    g_clear_error(&err);
+    /* A write straddling a held and a new page is refused whole. */
+    g_assert_false(fctrans_subhost_write(sh, 0, 2 * PAGE, two, 0,
+                                         never_called, NULL, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_NOSPACE);
+    g_clear_error(&err);
+    g_assert_false(fctrans_subhost_page_stored(sh, PAGE));
+    fctrans_subhost_get_stats(sh, &st);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_WRITE].requests, ==, 16);
+    g_assert_cmpuint(st.nospace, ==, 2);
+    g_assert_cmpuint(st.capacity_used, ==, 16 * PAGE);
+
+    /* Rewriting a page already held costs nothing. */
+    memset(page, 0x6b, sizeof(page));
+    g_assert_true(fctrans_subhost_write_sync(sh, 0, PAGE, page, &err));
+    g_assert_no_error(err);
+
+    /* A trim frees room for one more. */
+    g_assert_true(fctrans_subhost_trim_sync(sh, 2 * PAGE, PAGE, &err));
+    g_assert_true(fctrans_subhost_write_sync(sh, 100 * PAGE, PAGE, page,
+                                             &err));
+    g_assert_no_error(err);
+    /* Trimming a page never written frees nothing. */
+    g_assert_true(fctrans_subhost_trim_sync(sh, 200 * PAGE, PAGE, &err));
+    fctrans_subhost_get_stats(sh, &st);
+    g_assert_cmpuint(st.capacity_used, ==, 16 * PAGE);
+    g_assert_false(fctrans_subhost_write(sh, 300 * PAGE, PAGE, page, 0,
+                                         never_called, NULL, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_NOSPACE);
+    fctrans_subhost_close(sh);
+    subhost_test_server_stop(s);
+}
+
+/* TLS */
+
+static void expect_open_error(FctransSubhostConfig *cfg, int code,
+                              const char *what)
+{
+    g_autoptr(GError) err = NULL;
+    FctransSubhost *sh = open_sh(cfg, &err);
+
+    if (sh) {
+        g_error("%s: connection accepted", what);
+    }
+    g_assert_nonnull(err);
+    if (err->domain != FCTRANS_ERROR || err->code != code) {
+        g_error("%s: expected code %d, got %d: %s", what, code, err->code,
+                err->message);
+    }
+    if (g_test_verbose()) {
+        g_test_message("%s: %s", what, err->message);
+    }
+}
+
+static void roundtrip_one(FctransSubhost *sh)
+{
+    uint8_t w[PAGE], r[PAGE];
+    g_autoptr(GError) err = NULL;
+
+    fill_page(w, PAGE, 0, 11);
+    g_assert_true(fctrans_subhost_write_sync(sh, 8 * PAGE, PAGE, w, &err));
+    g_assert_no_error(err);
+    g_assert_true(fctrans_subhost_read_sync(sh, 8 * PAGE, PAGE, r, &err));
+    g_assert_no_error(err);
+    g_assert_true(memcmp(w, r, PAGE) == 0);
+}
+
+static void test_tls_psk(gconstpointer opaque)
+{
+    bool tcp = GPOINTER_TO_INT(opaque);
+    SubhostTestServer *a = subhost_test_server_start("vmA", "16M",
+                                                     SUBHOST_TLS_PSK, tcp,
+                                                     NULL);
+    SubhostTestServer *b = subhost_test_server_start("vmB", "16M",
+                                                     SUBHOST_TLS_PSK, tcp,
+                                                     NULL);
+    g_autofree char *pskA = subhost_test_creds("pskA");
+    g_autofree char *pskB = subhost_test_creds("pskB");
+    g_autofree char *pskA_file = g_build_filename(pskA, "keys.psk", NULL);
+    g_autofree char *wrong = subhost_test_creds("pskA-wrongkey");
+    g_autofree char *plain_uri = NULL;
+    FctransSubhostConfig cfg = {
+        .id = "sub0", .uri = a->uri, .tls_psk_file = pskA,
+        .tls_username = "vmA",
+    };
+    g_autoptr(GError) err = NULL;
+    FctransSubhost *sh;
+
+    /* Accepted: directory as QEMU's tls-creds-psk dir=, and the file. */
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    roundtrip_one(sh);
+    fctrans_subhost_close(sh);
+    cfg.tls_psk_file = pskA_file;
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    fctrans_subhost_close(sh);
+
+    /* The right identity with the wrong key */
+    cfg.tls_psk_file = wrong;
+    expect_open_error(&cfg, FCTRANS_ERROR_DENIED, "wrong PSK");
+
+    /* vmA's credentials on vmB's export */
+    cfg.uri = b->uri;
+    cfg.tls_psk_file = pskA;
+    expect_open_error(&cfg, FCTRANS_ERROR_DENIED, "vmA's PSK on vmB");
+    /* ... even under vmB's identity */
+    {
+        g_autofree char *as_b = subhost_test_creds("pskA-as-vmB");
+
+        cfg.tls_psk_file = as_b;
+        cfg.tls_username = "vmB";
+        expect_open_error(&cfg, FCTRANS_ERROR_DENIED, "vmA's key as vmB");
+    }
+    /* vmB's own credentials work there */
+    cfg.tls_psk_file = pskB;
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    roundtrip_one(sh);
+    fctrans_subhost_close(sh);
+
+    /* No TLS against a TLS-only export */
+    g_assert_true(g_str_has_prefix(a->uri, "nbds"));
+    plain_uri = g_strconcat("nbd", a->uri + strlen("nbds"), NULL);
+    cfg = (FctransSubhostConfig) { .id = "sub0", .uri = plain_uri };
+    expect_open_error(&cfg, FCTRANS_ERROR_DENIED, "no TLS on a TLS export");
+
+    subhost_test_server_stop(a);
+    subhost_test_server_stop(b);
+}
+
+static void test_tls_x509(gconstpointer opaque)
+{
+    bool tcp = GPOINTER_TO_INT(opaque);
+    SubhostTestServer *a = subhost_test_server_start("vmA", "16M",
+                                                     SUBHOST_TLS_X509, tcp,
+                                                     NULL);
+    SubhostTestServer *b = subhost_test_server_start("vmB", "16M",
+                                                     SUBHOST_TLS_X509, tcp,
+                                                     NULL);
+    g_autofree char *cliA = subhost_test_creds("cliA");
+    g_autofree char *cliB = subhost_test_creds("cliB");
+    g_autofree char *untrusting = subhost_test_creds("cliA-untrusting");
+    g_autofree char *pskA = subhost_test_creds("pskA");
+    FctransSubhostConfig cfg = {
+        .id = "sub0", .uri = a->uri, .tls_x509_dir = cliA,
+    };
+    g_autoptr(GError) err = NULL;
+    FctransSubhost *sh;
+
+#ifndef LIBNBD_HAVE_NBD_SET_TLS_HOSTNAME
+    if (!tcp) {
+        /* This libnbd would not check the server: refused, fail closed. */
+        expect_open_error(&cfg, FCTRANS_ERROR_UNSUPPORTED, "x509 on Unix");
+        subhost_test_server_stop(a);
+        subhost_test_server_stop(b);
+        return;
+    }
+#endif
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    roundtrip_one(sh);
+    fctrans_subhost_close(sh);
+
+    /* vmA's certificate on vmB's export: vmB trusts only vmB's CA. */
+    cfg.uri = b->uri;
+    expect_open_error(&cfg, FCTRANS_ERROR_DENIED, "vmA's cert on vmB");
+    cfg.tls_x509_dir = cliB;
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    roundtrip_one(sh);
+    fctrans_subhost_close(sh);
+
+    /* A client that does not trust the server's CA */
+    cfg.uri = a->uri;
+    cfg.tls_x509_dir = untrusting;
+    expect_open_error(&cfg, FCTRANS_ERROR_DENIED, "untrusted server");
+
+    /* PSK against an x509 export */
+    cfg.tls_x509_dir = NULL;
+    cfg.tls_psk_file = pskA;
+    cfg.tls_username = "vmA";
+    expect_open_error(&cfg, FCTRANS_ERROR_DENIED, "PSK on an x509 export");
+
+    subhost_test_server_stop(a);
+    subhost_test_server_stop(b);
+}
+
+/* TLS required by the client, offered by a plain-text server */
+static void test_tls_server_without(void)
+{
+    SubhostTestServer *s = subhost_test_server_start("vmA", "16M",
+                                                     SUBHOST_TLS_NONE, true,
+                                                     NULL);
+    g_autofree char *pskA = subhost_test_creds("pskA");
+    FctransSubhostConfig cfg = {
+        .id = "sub0", .uri = s->uri, .tls_psk_file = pskA,
+        .tls_username = "vmA",
+    };
+
+    expect_open_error(&cfg, FCTRANS_ERROR_DENIED, "TLS on a plain export");
+    subhost_test_server_stop(s);
+}
+
+static void test_export_checks(void)
+{
+    SubhostTestServer *s = subhost_test_server_start("vmA", "16M",
+                                                     SUBHOST_TLS_NONE, false,
+                                                     NULL);
+    g_autofree char *wrong = g_strdup_printf("nbd+unix:///vmB?socket=%s",
+                                             s->sock_path);
+    g_autofree char *empty = g_strdup_printf("nbd+unix:///?socket=%s",
+                                             s->sock_path);
+    FctransSubhostConfig cfg = { .id = "sub0", .uri = wrong };
+
+    expect_open_error(&cfg, FCTRANS_ERROR_DENIED, "export missing");
+    cfg.uri = empty;
+    expect_open_error(&cfg, FCTRANS_ERROR_DENIED, "default export");
+    cfg.uri = s->uri;
+    cfg.min_size = (16 << 20) + PAGE;
+    expect_open_error(&cfg, FCTRANS_ERROR_DENIED, "export too small");
+    subhost_test_server_stop(s);
+}
+
+static void test_unreachable(void)
+{
+    g_autofree char *nosock = g_strdup_printf(
+        "nbd+unix:///vmA?socket=%s/nonexistent.sock", subhost_test_tmpdir());
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    socklen_t len = sizeof(sa);
+    g_autofree char *closed_uri = NULL;
+    g_autofree char *silent_uri = NULL;
+    FctransSubhostConfig cfg = { .id = "sub0" };
+    int64_t t0;
+    int fd;
+
+    cfg.uri = nosock;
+    expect_open_error(&cfg, FCTRANS_ERROR_IO, "no such socket");
+
+    /* A port nobody listens on */
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    g_assert_cmpint(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
+    g_assert_cmpint(getsockname(fd, (struct sockaddr *)&sa, &len), ==, 0);
+    closed_uri = g_strdup_printf("nbd://127.0.0.1:%d/vmA",
+                                 ntohs(sa.sin_port));
+    cfg.uri = closed_uri;
+    expect_open_error(&cfg, FCTRANS_ERROR_IO, "connection refused");
+
+    /* A server that accepts and never speaks: the connect timeout */
+    g_assert_cmpint(listen(fd, 4), ==, 0);
+    silent_uri = g_strdup_printf("nbd://127.0.0.1:%d/vmA",
+                                 ntohs(sa.sin_port));
+    cfg.uri = silent_uri;
+    cfg.connect_timeout_ms = 300;
+    t0 = g_get_monotonic_time();
+    expect_open_error(&cfg, FCTRANS_ERROR_IO, "silent server");
+    g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
+    close(fd);
+}
+
+/*
+ * The server is killed while a large batch is in flight: every callback
+ * runs, with an error unless the server acknowledged the request before
+ * dying, nothing hangs, and later requests are refused at once.
+ */
+typedef struct KillCtx {
+    Batch b;
+    SubhostTestServer *s;
+    unsigned kill_after;
+} KillCtx;
+
+static void kill_done(void *opaque, const GError *err)
+{
+    KillCtx *k = opaque;
+
+    batch_done(&k->b, err);
+}
+
+static void test_kill_mid_batch(gconstpointer opaque)
+{
+    bool tcp = GPOINTER_TO_INT(opaque);
+    SubhostTestServer *s = subhost_test_server_start("vmA", "1G",
+                                                     SUBHOST_TLS_NONE, tcp,
+                                                     NULL);
+    FctransSubhostConfig cfg = plain_cfg(s);
+    unsigned n = 4000, i, submitted = 0;
+    size_t len = 64 * 1024;
+    g_autofree uint8_t *buf = g_malloc(len);
+    /* Reads share one buffer: their contents do not matter here. */
+    g_autofree uint8_t *rbuf = g_malloc(len);
+    g_autoptr(GError) err = NULL;
+    FctransSubhostStats st;
+    FctransSubhost *sh;
+    KillCtx k;
+    bool killed = false;
+
+    fill_page(buf, len, 0, 5);
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    batch_init(&k.b);
+    k.s = s;
+    for (i = 0; i < n; i++) {
+        bool ok;
+
+        if (i == n / 8) {
+            subhost_test_server_signal(s, SIGKILL);
+            killed = true;
+        }
+        /* Writes on the bulk lane, reads on the urgent lane */
+        if (i % 4 == 3) {
+            ok = fctrans_subhost_read(sh, (uint64_t)(i - 3) * len, len,
+                                      rbuf, 0, kill_done, &k,
+                                      &err);
+        } else {
+            ok = fctrans_subhost_write(sh, (uint64_t)i * len, len, buf, 0,
+                                       kill_done, &k, &err);
+        }
+        if (!ok) {
+            /* Refused at once once the failure is known */
+            g_assert_true(killed);
+            g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_IO);
+            g_clear_error(&err);
+            continue;
+        }
+        submitted++;
+        g_mutex_lock(&k.b.lock);
+        k.b.submitted++;
+        g_mutex_unlock(&k.b.lock);
+    }
+    batch_wait(&k.b, 30);
+    g_assert_cmpuint(k.b.ok + k.b.failed, ==, submitted);
+    g_assert_cmpuint(k.b.failed, >, 0);
+    g_assert_cmpint(k.b.last_code, ==, FCTRANS_ERROR_IO);
+    if (g_test_verbose()) {
+        g_test_message("%u accepted, %u acked, %u failed: %s", submitted,
+                       k.b.ok, k.b.failed, k.b.first->message);
+    }
+
+    g_assert_false(fctrans_subhost_drain(sh, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_IO);
+    g_clear_error(&err);
+    g_assert_false(fctrans_subhost_is_connected(sh));
+    g_assert_false(fctrans_subhost_write_sync(sh, 0, len, buf, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_IO);
+    g_clear_error(&err);
+    fctrans_subhost_get_stats(sh, &st);
+    g_assert_cmpuint(st.in_flight, ==, 0);
+    g_assert_false(st.connected);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_WRITE].errors +
+                     st.op[FCTRANS_SUBHOST_OP_READ].errors, ==, k.b.failed);
+    batch_clear(&k.b);
+    fctrans_subhost_close(sh);
+    subhost_test_server_stop(s);
+}
+
+/* A server that stops answering fails the sub-host after the timeout. */
+static void test_request_timeout(void)
+{
+    SubhostTestServer *s = subhost_test_server_start("vmA", "16M",
+                                                     SUBHOST_TLS_NONE, true,
+                                                     NULL);
+    FctransSubhostConfig cfg = plain_cfg(s);
+    uint8_t page[PAGE];
+    g_autoptr(GError) err = NULL;
+    FctransSubhost *sh;
+    int64_t t0, dt;
+    Batch b;
+
+    cfg.request_timeout_ms = 400;
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    /* Idle for longer than the timeout: no false alarm */
+    g_usleep(1000 * 1000);
+    g_assert_true(fctrans_subhost_read_sync(sh, 0, PAGE, page, &err));
+    g_assert_no_error(err);
+
+    subhost_test_server_signal(s, SIGSTOP);
+    batch_init(&b);
+    b.submitted = 2;
+    t0 = g_get_monotonic_time();
+    g_assert_true(fctrans_subhost_read(sh, 0, PAGE, page, 0, batch_done, &b,
+                                       &err));
+    g_assert_true(fctrans_subhost_write(sh, PAGE, PAGE, page, 0, batch_done,
+                                        &b, &err));
+    batch_wait(&b, 10);
+    dt = g_get_monotonic_time() - t0;
+    g_assert_cmpuint(b.failed, ==, 2);
+    g_assert_cmpint(b.last_code, ==, FCTRANS_ERROR_IO);
+    g_assert_nonnull(strstr(b.first->message, "no reply"));
+    g_assert_cmpint(dt, >=, 350 * 1000);
+    g_assert_cmpint(dt, <, 3 * G_USEC_PER_SEC);
+    g_assert_false(fctrans_subhost_is_connected(sh));
+    /* The failed write stays charged: the server may hold it. */
+    g_assert_true(fctrans_subhost_page_stored(sh, PAGE));
+    batch_clear(&b);
+    fctrans_subhost_close(sh);
+    subhost_test_server_stop(s);
+}
+
+/* After a server restart, reconnect works; old pages are gone. */
+static void test_reconnect(void)
+{
+    SubhostTestServer *s = subhost_test_server_start("vmA", "16M",
+                                                     SUBHOST_TLS_PSK, false,
+                                                     NULL);
+    g_autofree char *pskA = subhost_test_creds("pskA");
+    FctransSubhostConfig cfg = {
+        .id = "sub0", .uri = s->uri, .tls_psk_file = pskA,
+        .tls_username = "vmA",
+    };
+    uint8_t page[PAGE];
+    g_autoptr(GError) err = NULL;
+    FctransSubhostStats st;
+    FctransSubhost *sh;
+
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    roundtrip_one(sh);
+
+    /* Reconnecting a healthy sub-host does nothing. */
+    g_assert_true(fctrans_subhost_reconnect(sh, &err));
+    g_assert_no_error(err);
+
+    subhost_test_server_signal(s, SIGKILL);
+    /* The idle lanes notice the lost connection by themselves. */
+    while (fctrans_subhost_is_connected(sh)) {
+        g_usleep(1000);
+    }
+    g_assert_false(fctrans_subhost_read_sync(sh, 0, PAGE, page, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_IO);
+    g_clear_error(&err);
+    /* Nothing to reconnect to yet */
+    g_assert_false(fctrans_subhost_reconnect(sh, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_IO);
+    g_clear_error(&err);
+    g_assert_false(fctrans_subhost_is_connected(sh));
+
+    subhost_test_server_restart(s, "16M", SUBHOST_TLS_PSK);
+    g_assert_true(fctrans_subhost_reconnect(sh, &err));
+    g_assert_no_error(err);
+    g_assert_true(fctrans_subhost_is_connected(sh));
+    roundtrip_one(sh);
+    fctrans_subhost_get_stats(sh, &st);
+    g_assert_cmpuint(st.reconnects, ==, 1);
+    g_assert_true(st.connected);
+    fctrans_subhost_close(sh);
+
+    /* A restarted server of another size is refused. */
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    subhost_test_server_signal(s, SIGKILL);
+    while (fctrans_subhost_is_connected(sh)) {
+        g_usleep(1000);
+    }
+    subhost_test_server_restart(s, "32M", SUBHOST_TLS_PSK);
+    g_assert_false(fctrans_subhost_reconnect(sh, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_DENIED);
+    fctrans_subhost_close(sh);
+    subhost_test_server_stop(s);
+}
+
+/* Closing with requests in flight completes every one of them. */
+static void test_close_in_flight(void)
+{
+    SubhostTestServer *s = subhost_test_server_start("vmA", "256M",
+                                                     SUBHOST_TLS_NONE, false,
+                                                     NULL);
+    FctransSubhostConfig cfg = plain_cfg(s);
+    size_t len = 256 * 1024;
+    g_autofree uint8_t *buf = g_malloc0(len);
+    g_autoptr(GError) err = NULL;
+    FctransSubhost *sh;
+    unsigned i;
+    Batch b;
+
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    batch_init(&b);
+    for (i = 0; i < 512; i++) {
+        g_assert_true(fctrans_subhost_write(sh, (uint64_t)i * len, len, buf,
+                                            0, batch_done, &b, &err));
+        g_mutex_lock(&b.lock);
+        b.submitted++;
+        g_mutex_unlock(&b.lock);
+    }
+    fctrans_subhost_close(sh);
+    /* close() returned: every callback has run. */
+    g_assert_cmpuint(b.ok + b.failed, ==, 512);
+    if (g_test_verbose()) {
+        g_test_message("%u acked, %u cancelled", b.ok, b.failed);
+    }
+    batch_clear(&b);
+    subhost_test_server_stop(s);
+}
+
+/*
+ * Several threads submit at once, and callbacks submit follow-up requests
+ * from the channel's threads: write, then read back from the callback.
+ */
+#define CHAIN_THREADS 4
+#define CHAIN_PAGES 500
+
+typedef struct Chain {
+    FctransSubhost *sh;
+    unsigned id;
+    uint8_t *wbuf;
+    uint8_t *rbuf;
+    Batch b;
+} Chain;
+
+typedef struct ChainReq {
+    Chain *c;
+    unsigned i;
+} ChainReq;
+
+static void chain_read_done(void *opaque, const GError *err)
+{
+    ChainReq *cr = opaque;
+    Chain *c = cr->c;
+
+    g_free(cr);
+    batch_done(&c->b, err);
+}
+
+static void chain_write_done(void *opaque, const GError *err)
+{
+    ChainReq *cr = opaque;
+    Chain *c = cr->c;
+    uint64_t off = ((uint64_t)c->id * CHAIN_PAGES + cr->i) * PAGE;
+    GError *e = NULL;
+
+    g_assert_null(err);
+    /* Synchronous calls are refused on a channel thread. */
+    g_assert_false(fctrans_subhost_drain(c->sh, &e));
+    g_assert_error(e, FCTRANS_ERROR, FCTRANS_ERROR_INVALID);
+    g_clear_error(&e);
+    if (!fctrans_subhost_read(c->sh, off, PAGE, c->rbuf + cr->i * PAGE, 0,
+                              chain_read_done, cr, &e)) {
+        g_error("read from a callback: %s", e->message);
+    }
+}
+
+static gpointer chain_thread(gpointer opaque)
+{
+    Chain *c = opaque;
+    GError *err = NULL;
+    unsigned i;
+
+    for (i = 0; i < CHAIN_PAGES; i++) {
+        ChainReq *cr = g_new(ChainReq, 1);
+        uint64_t off = ((uint64_t)c->id * CHAIN_PAGES + i) * PAGE;
+
+        cr->c = c;
+        cr->i = i;
+        fill_page(c->wbuf + i * PAGE, PAGE, off, 9);
+        g_mutex_lock(&c->b.lock);
+        c->b.submitted++;
+        g_mutex_unlock(&c->b.lock);
+        if (!fctrans_subhost_write(c->sh, off, PAGE, c->wbuf + i * PAGE, 0,
+                                   chain_write_done, cr, &err)) {
+            g_error("write: %s", err->message);
+        }
+    }
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    SubhostTestServer *s = subhost_test_server_start("vmA", "64M",
+                                                     SUBHOST_TLS_NONE, true,
+                                                     NULL);
+    FctransSubhostConfig cfg = plain_cfg(s);
+    Chain c[CHAIN_THREADS];
+    GThread *t[CHAIN_THREADS];
+    g_autoptr(GError) err = NULL;
+    FctransSubhostStats st;
+    FctransSubhost *sh;
+    unsigned i;
+
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    for (i = 0; i < CHAIN_THREADS; i++) {
+        c[i].sh = sh;
+        c[i].id = i;
+        c[i].wbuf = g_malloc(CHAIN_PAGES * PAGE);
+        c[i].rbuf = g_malloc0(CHAIN_PAGES * PAGE);
+        batch_init(&c[i].b);
+        t[i] = g_thread_new("chain", chain_thread, &c[i]);
+    }
+    for (i = 0; i < CHAIN_THREADS; i++) {
+        g_thread_join(t[i]);
+    }
+    /* Every write's callback submits a read before it returns. */
+    g_assert_true(fctrans_subhost_drain(sh, &err));
+    g_assert_no_error(err);
+    for (i = 0; i < CHAIN_THREADS; i++) {
+        batch_wait(&c[i].b, 30);
+        g_assert_cmpuint(c[i].b.ok, ==, CHAIN_PAGES);
+        g_assert_true(memcmp(c[i].wbuf, c[i].rbuf, CHAIN_PAGES * PAGE) == 0);
+        batch_clear(&c[i].b);
+        g_free(c[i].wbuf);
+        g_free(c[i].rbuf);
+    }
+    fctrans_subhost_get_stats(sh, &st);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_WRITE].requests, ==,
+                     CHAIN_THREADS * CHAIN_PAGES);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_READ].requests, ==,
+                     CHAIN_THREADS * CHAIN_PAGES);
+    g_assert_cmpuint(st.capacity_used, ==,
+                     (uint64_t)CHAIN_THREADS * CHAIN_PAGES * PAGE);
+    fctrans_subhost_close(sh);
+    subhost_test_server_stop(s);
+}
+
+/* Two sub-hosts of one VM, as split migration uses them. */
+static void test_two_subhosts(void)
+{
+    SubhostTestServer *s0 = subhost_test_server_start("vmA", "32M",
+                                                      SUBHOST_TLS_X509, true,
+                                                      NULL);
+    SubhostTestServer *s1 = subhost_test_server_start("vmA", "32M",
+                                                      SUBHOST_TLS_X509, true,
+                                                      NULL);
+    g_autofree char *cliA = subhost_test_creds("cliA");
+    FctransSubhostConfig c0 = {
+        .id = "sub0", .uri = s0->uri, .tls_x509_dir = cliA,
+    };
+    FctransSubhostConfig c1 = {
+        .id = "sub1", .uri = s1->uri, .tls_x509_dir = cliA,
+    };
+    g_autoptr(GError) err = NULL;
+    FctransSubhost *h0 = open_sh(&c0, &err);
+    FctransSubhost *h1;
+
+    g_assert_no_error(err);
+    h1 = open_sh(&c1, &err);
+    g_assert_no_error(err);
+    g_assert_cmpstr(fctrans_subhost_id(h1), ==, "sub1");
+    random_pages(h0, 300, 21);
+    random_pages(h1, 300, 22);
+    fctrans_subhost_close(h0);
+    fctrans_subhost_close(h1);
+    subhost_test_server_stop(s0);
+    subhost_test_server_stop(s1);
+}
+
+int main(int argc, char **argv)
+{
+    subhost_test_init(&argc, &argv);
+
+    g_test_add_func("/subhost/config/invalid", test_config_invalid);
+    g_test_add_data_func("/subhost/rw/unix", GINT_TO_POINTER(false),
+                         test_rw);
+    g_test_add_data_func("/subhost/rw/tcp", GINT_TO_POINTER(true), test_rw);
+    g_test_add_func("/subhost/rw/large-and-lanes", test_large_and_lanes);
+    g_test_add_func("/subhost/rw/invalid-requests", test_invalid_requests);
+    g_test_add_func("/subhost/rw/threads-and-callbacks", test_threads);
+    g_test_add_func("/subhost/rw/two-subhosts", test_two_subhosts);
+    g_test_add_func("/subhost/trim", test_trim);
+    g_test_add_func("/subhost/capacity", test_capacity);
+    g_test_add_data_func("/subhost/tls/psk/unix", GINT_TO_POINTER(false),
+                         test_tls_psk);
+    g_test_add_data_func("/subhost/tls/psk/tcp", GINT_TO_POINTER(true),
+                         test_tls_psk);
+    g_test_add_data_func("/subhost/tls/x509/unix", GINT_TO_POINTER(false),
+                         test_tls_x509);
+    g_test_add_data_func("/subhost/tls/x509/tcp", GINT_TO_POINTER(true),
+                         test_tls_x509);
+    g_test_add_func("/subhost/tls/server-without-tls",
+                    test_tls_server_without);
+    g_test_add_func("/subhost/errors/export", test_export_checks);
+    g_test_add_func("/subhost/errors/unreachable", test_unreachable);
+    g_test_add_data_func("/subhost/errors/kill-mid-batch/unix",
+                         GINT_TO_POINTER(false), test_kill_mid_batch);
+    g_test_add_data_func("/subhost/errors/kill-mid-batch/tcp",
+                         GINT_TO_POINTER(true), test_kill_mid_batch);
+    g_test_add_func("/subhost/errors/request-timeout", test_request_timeout);
+    g_test_add_func("/subhost/errors/reconnect", test_reconnect);
+    g_test_add_func("/subhost/errors/close-in-flight", test_close_in_flight);
+
+    return g_test_run();
+}
