@@ -1,0 +1,375 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Helpers for splitmem's system tests and demo.
+
+QEMU processes with a QMP socket and a serial console on unix sockets,
+network namespaces joined by veth (optionally rate-limited with tc), and
+cleanup on every exit path. Standard library only.
+"""
+
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SRCDIR = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+BUILD = os.environ.get("SPLITMEM_BUILD", os.path.join(SRCDIR, "build"))
+QEMU = os.environ.get("QEMU", os.path.join(BUILD, "qemu", "build",
+                                           "qemu-system-x86_64"))
+ACCEL = os.environ.get("ACCEL", "tcg")
+
+_cleanups = []
+
+
+def at_cleanup(fn):
+    """Run fn at exit (and on SIGINT/SIGTERM), last registered first."""
+    _cleanups.append(fn)
+
+
+def _run_cleanups(*_):
+    while _cleanups:
+        fn = _cleanups.pop()
+        try:
+            fn()
+        except Exception as exc:  # cleanup must go on
+            print(f"cleanup: {exc}", file=sys.stderr)
+
+
+def _on_signal(signum, _frame):
+    _run_cleanups()
+    sys.exit(128 + signum)
+
+
+atexit.register(_run_cleanups)
+signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGINT, _on_signal)
+signal.signal(signal.SIGHUP, _on_signal)
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def wait_for(pred, timeout, what, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        val = pred()
+        if val:
+            return val
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def workdir(prefix="splitmem-"):
+    d = tempfile.mkdtemp(prefix=prefix)
+    at_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    return d
+
+
+class QMPError(Exception):
+    pass
+
+
+class QMP:
+    """A minimal QMP client over a unix socket."""
+
+    def __init__(self, path, timeout=30):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        wait_for(lambda: self._try_connect(path), timeout, f"QMP at {path}")
+        self.file = self.sock.makefile("rwb")
+        self.events = []
+        greeting = self._read()
+        if "QMP" not in greeting:
+            raise QMPError(f"bad greeting {greeting}")
+        self.cmd("qmp_capabilities")
+
+    def _try_connect(self, path):
+        try:
+            self.sock.connect(path)
+            return True
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+
+    def _read(self):
+        line = self.file.readline()
+        if not line:
+            raise QMPError("QMP connection closed")
+        return json.loads(line)
+
+    def cmd(self, name, **args):
+        """Execute a command, return its result or raise QMPError."""
+        msg = {"execute": name}
+        if args:
+            msg["arguments"] = {k.replace("_", "-"): v for k, v in args.items()}
+        self.file.write(json.dumps(msg).encode() + b"\n")
+        self.file.flush()
+        while True:
+            resp = self._read()
+            if "event" in resp:
+                self.events.append(resp)
+                continue
+            if "error" in resp:
+                raise QMPError(f"{name}: {resp['error']['desc']}")
+            return resp["return"]
+
+    def hmp(self, line):
+        return self.cmd("human-monitor-command", command_line=line)
+
+    def wait_event(self, name, timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev["event"] == name:
+                    return self.events.pop(i)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {name} event in {timeout}s")
+            self.sock.settimeout(left)
+            try:
+                self.events.append(self._read())
+            except socket.timeout:
+                pass
+            finally:
+                self.sock.settimeout(None)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Serial:
+    """The guest's serial console through a unix-socket chardev."""
+
+    def __init__(self, path, logfile=None, echo=None, timeout=30):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        wait_for(lambda: self._try_connect(path), timeout, f"serial at {path}")
+        self.buf = ""
+        self.lock = threading.Condition()
+        self.log = open(logfile, "a") if logfile else None
+        self.echo = echo
+        self.pos = 0
+        threading.Thread(target=self._reader, daemon=True).start()
+
+    def _try_connect(self, path):
+        try:
+            self.sock.connect(path)
+            return True
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+
+    def _reader(self):
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            text = data.decode(errors="replace").replace("\r", "")
+            if self.log:
+                self.log.write(text)
+                self.log.flush()
+            if self.echo:
+                self.echo(text)
+            with self.lock:
+                self.buf += text
+                self.lock.notify_all()
+
+    def mark(self):
+        """Only output after this point counts for the next wait()."""
+        with self.lock:
+            self.pos = len(self.buf)
+
+    def wait(self, pattern, timeout=120):
+        """Wait for a regex in the output since the mark; return the match."""
+        rx = re.compile(pattern, re.M)
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while True:
+                m = rx.search(self.buf, self.pos)
+                if m:
+                    self.pos = m.end()
+                    return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    tail = self.buf[-2000:]
+                    raise TimeoutError(
+                        f"no /{pattern}/ on the console in {timeout}s; "
+                        f"last output:\n{tail}")
+                self.lock.wait(left)
+
+    def send(self, line):
+        self.sock.sendall(line.encode() + b"\n")
+
+    def run(self, command, timeout=60):
+        """Run a shell command in the guest; return its output."""
+        tag = f"__done_{time.monotonic_ns()}"
+        self.mark()
+        start = self.pos
+        # The tag is split in the echoed command line, whole in the output.
+        self.send(f"{command}; echo __done_''{tag[7:]}")
+        m = self.wait(rf"^{tag}$", timeout)
+        lines = self.buf[start:m.start()].splitlines()
+        return "\n".join(lines[1:])
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def guest_kit(kernel_pkg=None):
+    """Build (or reuse) the guest kit; return its directory."""
+    env = dict(os.environ)
+    if kernel_pkg:
+        env["GUEST_KERNEL_PKG"] = kernel_pkg
+    out = subprocess.run([os.path.join(SRCDIR, "scripts", "guest-kit.sh")],
+                         env=env, check=True, stdout=subprocess.PIPE,
+                         text=True).stdout.strip().splitlines()[-1]
+    return out
+
+
+class Netns:
+    """A network namespace; veth links between namespaces."""
+
+    _seq = 0
+
+    def __init__(self, name):
+        Netns._seq += 1
+        self.name = f"sm{os.getpid() % 100000}-{name}"
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        at_cleanup(self.delete)
+        self.run(["ip", "link", "set", "lo", "up"])
+
+    def run(self, argv, **kw):
+        return subprocess.run(["ip", "netns", "exec", self.name] + argv,
+                              check=True, **kw)
+
+    def popen(self, argv, **kw):
+        return subprocess.Popen(["ip", "netns", "exec", self.name] + argv,
+                                **kw)
+
+    def delete(self):
+        subprocess.run(["ip", "netns", "pids", self.name],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        out = subprocess.run(["ip", "netns", "pids", self.name],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True).stdout.split()
+        for pid in out:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        subprocess.run(["ip", "netns", "delete", self.name],
+                       stderr=subprocess.DEVNULL)
+
+
+_link_seq = [0]
+
+
+def link(a, b, rate=None, delay=None):
+    """Join two namespaces with a veth pair on a fresh /30.
+
+    rate (e.g. "1gbit") and delay (e.g. "1ms") shape both directions
+    with tc. Returns (addr_in_a, addr_in_b).
+    """
+    _link_seq[0] += 1
+    n = _link_seq[0]
+    ia, ib = f"sma{os.getpid() % 10000}x{n}", f"smb{os.getpid() % 10000}x{n}"
+    subprocess.run(["ip", "link", "add", ia, "type", "veth", "peer", "name",
+                    ib], check=True)
+    subprocess.run(["ip", "link", "set", ia, "netns", a.name], check=True)
+    subprocess.run(["ip", "link", "set", ib, "netns", b.name], check=True)
+    net = f"10.{77 + (n >> 6)}.{(n * 4) & 255}"
+    addr_a, addr_b = f"{net}.{1}", f"{net}.{2}"
+    for ns, ifc, addr in ((a, ia, addr_a), (b, ib, addr_b)):
+        ns.run(["ip", "addr", "add", f"{addr}/30", "dev", ifc])
+        ns.run(["ip", "link", "set", ifc, "up"])
+        if rate or delay:
+            qd = ["tc", "qdisc", "add", "dev", ifc, "root", "netem"]
+            if delay:
+                qd += ["delay", delay]
+            if rate:
+                qd += ["rate", rate]
+            ns.run(qd + ["limit", "100000"])
+    return addr_a, addr_b
+
+
+class Vm:
+    """A QEMU process running the guest kit, with QMP and serial sockets."""
+
+    def __init__(self, name, wdir, mem_mib, kit=None, netns=None, append="",
+                 incoming=None, extra=None, smp=1, echo=None):
+        self.name = name
+        self.qmp_path = os.path.join(wdir, f"{name}.qmp")
+        self.serial_path = os.path.join(wdir, f"{name}.serial")
+        self.serial_log = os.path.join(wdir, f"{name}.console.log")
+        self.stderr_path = os.path.join(wdir, f"{name}.stderr")
+        kit = kit or guest_kit()
+        argv = [QEMU, "-accel", ACCEL, "-machine", "q35", "-cpu", "max",
+                "-m", f"{mem_mib}M", "-smp", str(smp),
+                "-nodefaults", "-display", "none", "-vga", "none",
+                "-kernel", os.path.join(kit, "vmlinuz"),
+                "-initrd", os.path.join(kit, "initrd.gz"),
+                "-append", f"console=ttyS0 loglevel=4 {append}".strip(),
+                "-chardev", f"socket,id=ser0,path={self.serial_path},"
+                            "server=on,wait=off",
+                "-serial", "chardev:ser0",
+                "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+        if incoming:
+            argv += ["-incoming", incoming]
+        argv += extra or []
+        self.stderr = open(self.stderr_path, "w")
+        popen = netns.popen if netns else subprocess.Popen
+        self.proc = popen(argv, stdin=subprocess.DEVNULL,
+                          stdout=self.stderr, stderr=subprocess.STDOUT)
+        at_cleanup(self.kill)
+        self.qmp = QMP(self.qmp_path)
+        self.serial = Serial(self.serial_path, self.serial_log, echo=echo)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def quit(self):
+        try:
+            self.qmp.cmd("quit")
+        except (QMPError, OSError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def stderr_text(self):
+        with open(self.stderr_path) as f:
+            return f.read()
+
+    def rss_bytes(self):
+        """Resident memory of the QEMU process (VmRSS)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+
+def fmt_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n} B"
