@@ -70,6 +70,9 @@ typedef struct FctransVmiStats {
     int64_t scan_ns;            /* duration of the scan */
 } FctransVmiStats;
 
+/* The guest page size, that of pfns and FctransPageRange. */
+#define FCTRANS_VMI_PAGE_SIZE 4096
+
 /* Highest physical address bit that x86-64 page tables can hold. */
 #define FCTRANS_VMI_PHYS_BITS 52
 
