@@ -1,0 +1,135 @@
+/*
+ * Split migration: definitions shared by split.c, split-save.c and
+ * split-pager.c
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef QEMU_MIGRATION_SPLIT_INTERNAL_H
+#define QEMU_MIGRATION_SPLIT_INTERNAL_H
+
+#include "exec/cpu-common.h"
+#include "migration/register.h"
+#include "qapi/qapi-types-split.h"
+#include "fctrans/pagemap.h"
+#include "fctrans/subhost.h"
+
+/*
+ * The "split" section. Every part of it (setup, iterations, completion) is
+ * a sequence of commands ending with SPLIT_CMD_EOS:
+ *   SPLIT_CMD_HEADER  be32 version, be32 page size, be64 pages,
+ *                     be32 blocks, then per block: u8 len, idstr, be64 pages;
+ *                     be32 sub-hosts, then per sub-host: u8 len, id,
+ *                     be16 len, URI
+ *   SPLIT_CMD_MAP     be32 len, then a chunk of the page-location map
+ *                     (fctrans_pagemap_encode_changes())
+ *   SPLIT_CMD_COMMIT  be32 locations, then be64 pages per location: the
+ *                     map is final and must have exactly these counts
+ *   SPLIT_CMD_EOS     end of this part
+ * Sub-host exports hold the split blocks one after the other, in header
+ * order, at page granularity: global page g lives at offset g * page size.
+ */
+#define SPLIT_SECTION_NAME      "split"
+#define SPLIT_SECTION_VERSION   1
+#define SPLIT_STREAM_VERSION    1
+
+#define SPLIT_CMD_EOS           0
+#define SPLIT_CMD_HEADER        1
+#define SPLIT_CMD_MAP           2
+#define SPLIT_CMD_COMMIT        3
+
+/* Largest map chunk, on both sides. */
+#define SPLIT_MAP_CHUNK_MAX     (1024 * 1024)
+
+#define SPLIT_MAX_SUBHOSTS      FCTRANS_PAGEMAP_MAX_SUBHOSTS
+#define SPLIT_ID_MAX            64
+#define SPLIT_URI_MAX           4096
+
+/* A RAM block whose pages a split migration places. */
+typedef struct SplitBlock {
+    RAMBlock *rb;
+    uint64_t first_page;        /* global page number of its page 0 */
+    uint64_t npages;
+} SplitBlock;
+
+typedef struct SplitLayout {
+    SplitBlock *blocks;
+    unsigned nblocks;
+    uint64_t npages;            /* all split blocks */
+    uint32_t page_size;
+} SplitLayout;
+
+/* split.c */
+
+/* Whether @rb can be split (and later served by userfaultfd). */
+bool split_block_eligible(RAMBlock *rb);
+/* The split blocks of this VM, in RAM block list order. */
+void split_layout_build(SplitLayout *layout);
+void split_layout_clear(SplitLayout *layout);
+SplitBlock *split_layout_find(SplitLayout *layout, RAMBlock *rb);
+
+/*
+ * A sub-host configuration for fctrans_subhost_open() from a QAPI
+ * sub-host and the TLS credentials object @tls_creds (NULL: plain text).
+ * Free with split_subhost_config_free().
+ */
+FctransSubhostConfig *split_subhost_config(const char *id, const char *uri,
+                                           uint64_t capacity,
+                                           uint64_t min_size,
+                                           const char *tls_creds,
+                                           Error **errp);
+void split_subhost_config_free(FctransSubhostConfig *cfg);
+
+/* Connect, with a QEMU error that names the sub-host. */
+FctransSubhost *split_subhost_open(const FctransSubhostConfig *cfg,
+                                   Error **errp);
+
+/* Set @errp from a GError of the sub-host channel, prefixed by @fmt. */
+void split_error_from_gerror(Error **errp, const GError *gerr,
+                             const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
+/* Sub-host state on the main host */
+typedef struct SplitPagerSubhost {
+    char *id;
+    FctransSubhost *sh;
+    uint64_t remaining;         /* atomic: pages stored only there */
+    uint64_t page_ins;          /* atomic */
+    bool lost;                  /* atomic */
+} SplitPagerSubhost;
+
+/* Per-page state of the pager */
+#define SPLIT_PAGE_ABSENT       0
+#define SPLIT_PAGE_INFLIGHT     1
+#define SPLIT_PAGE_PRESENT      2
+
+typedef struct SplitPager SplitPager;
+
+/*
+ * The main host: what the "split" section received, then, once the VM may
+ * run, the pager. It lives as long as the VM.
+ */
+typedef struct SplitIncoming {
+    SplitLayout layout;
+    uint32_t page_size;
+    FctransPageMap *map;
+    unsigned nsubhosts;
+    SplitPagerSubhost sub[SPLIT_MAX_SUBHOSTS];
+    uint64_t commit_counts[FCTRANS_LOC_COUNT];
+    bool header_seen;
+    bool committed;
+    SplitPager *pager;          /* set once the pager runs */
+} SplitIncoming;
+
+/* split-save.c */
+void split_save_handlers(SaveVMHandlers *ops);
+
+/* split-load.c */
+void split_load_handlers(SaveVMHandlers *ops);
+
+/* split-pager.c */
+bool split_pager_supported(Error **errp);
+/* Whether userfaultfd can serve the RAM of @rb. */
+bool split_pager_probe_block(RAMBlock *rb, Error **errp);
+/* Drop the pages that are not resident, register, start the pager. */
+bool split_pager_start(SplitIncoming *si, Error **errp);
+
+#endif /* QEMU_MIGRATION_SPLIT_INTERNAL_H */

@@ -1,0 +1,348 @@
+/*
+ * Split migration, main host side: receive the layout and the
+ * page-location map, connect to the sub-hosts, start the pager
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Everything here runs in the incoming migration coroutine, in the main
+ * loop with the BQL held.
+ */
+#include "qemu/osdep.h"
+#include "qemu/error-report.h"
+#include "qapi/error.h"
+#include "exec/ramblock.h"
+#include "exec/target_page.h"
+#include "migration/qemu-file-types.h"
+#include "migration.h"
+#include "options.h"
+#include "qemu-file.h"
+#include "split.h"
+#include "split-internal.h"
+#include "trace.h"
+
+/* The incoming split state; the pager keeps it for the VM's lifetime. */
+static SplitIncoming *split_incoming;
+
+static void split_incoming_free(SplitIncoming *si)
+{
+    unsigned k;
+
+    for (k = 0; k < si->nsubhosts; k++) {
+        fctrans_subhost_close(si->sub[k].sh);
+        g_free(si->sub[k].id);
+    }
+    fctrans_pagemap_free(si->map);
+    split_layout_clear(&si->layout);
+    g_free(si);
+}
+
+static bool split_is_id(const char *id)
+{
+    const char *p;
+
+    if (!*id) {
+        return false;
+    }
+    for (p = id; *p; p++) {
+        if (!g_ascii_isalnum(*p) && !strchr("-_.", *p)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The URI the main host uses for sub-host @id named by the source. */
+static const char *split_load_local_uri(const char *id, const char *src_uri,
+                                        Error **errp)
+{
+    const SplitSubhostList *l;
+    MigrationState *s = migrate_get_current();
+
+    if (!s->parameters.has_split_subhosts) {
+        return src_uri;
+    }
+    for (l = migrate_split_subhosts(); l; l = l->next) {
+        if (g_str_equal(l->value->id, id)) {
+            return l->value->uri;
+        }
+    }
+    error_setg(errp, "split: the source placed pages on sub-host '%s', "
+               "which is not in this host's split-subhosts", id);
+    return NULL;
+}
+
+static int split_load_header(QEMUFile *f, SplitIncoming *si, Error **errp)
+{
+    uint32_t version, nblocks, nsub, i;
+    uint64_t npages, total = 0;
+    const char *creds = migrate_split_tls_creds();
+    char idstr[256];
+    GArray *blocks;
+
+    if (si->header_seen) {
+        error_setg(errp, "split: second header in the stream");
+        return -EINVAL;
+    }
+    version = qemu_get_be32(f);
+    si->page_size = qemu_get_be32(f);
+    npages = qemu_get_be64(f);
+    nblocks = qemu_get_be32(f);
+    if (version != SPLIT_STREAM_VERSION) {
+        error_setg(errp, "split: unsupported stream version %u", version);
+        return -EINVAL;
+    }
+    if (si->page_size != qemu_target_page_size()) {
+        error_setg(errp, "split: page size %u differs from this host's %zu",
+                   si->page_size, qemu_target_page_size());
+        return -EINVAL;
+    }
+    if (nblocks > 1024) {
+        error_setg(errp, "split: too many RAM blocks (%u)", nblocks);
+        return -EINVAL;
+    }
+
+    blocks = g_array_new(false, true, sizeof(SplitBlock));
+    for (i = 0; i < nblocks; i++) {
+        SplitBlock b = { 0 };
+
+        if (!qemu_get_counted_string(f, idstr)) {
+            error_setg(errp, "split: truncated RAM block name");
+            goto fail;
+        }
+        b.npages = qemu_get_be64(f);
+        b.rb = qemu_ram_block_by_name(idstr);
+        if (!b.rb) {
+            error_setg(errp, "split: unknown RAM block '%s'", idstr);
+            goto fail;
+        }
+        if (!split_block_eligible(b.rb)) {
+            error_setg(errp, "split: RAM block '%s' cannot be split on this "
+                       "host (ROM, resizeable, huge pages or not migratable)",
+                       idstr);
+            goto fail;
+        }
+        if (b.npages != b.rb->used_length / si->page_size ||
+            b.npages > npages - total) {
+            error_setg(errp, "split: RAM block '%s' has %" PRIu64 " pages "
+                       "on the source, %" PRIu64 " here", idstr, b.npages,
+                       (uint64_t)(b.rb->used_length / si->page_size));
+            goto fail;
+        }
+        if (!split_pager_probe_block(b.rb, errp)) {
+            goto fail;
+        }
+        b.first_page = total;
+        total += b.npages;
+        g_array_append_val(blocks, b);
+    }
+    if (total != npages) {
+        error_setg(errp, "split: the blocks hold %" PRIu64 " pages, the "
+                   "header says %" PRIu64, total, npages);
+        goto fail;
+    }
+    si->layout.nblocks = blocks->len;
+    si->layout.blocks = (SplitBlock *)g_array_free(blocks, false);
+    blocks = NULL;
+    si->layout.npages = npages;
+    si->layout.page_size = si->page_size;
+
+    nsub = qemu_get_be32(f);
+    if (nsub == 0 || nsub > SPLIT_MAX_SUBHOSTS) {
+        error_setg(errp, "split: invalid number of sub-hosts %u", nsub);
+        return -EINVAL;
+    }
+    for (i = 0; i < nsub; i++) {
+        g_autofree char *src_uri = NULL;
+        const char *uri;
+        FctransSubhostConfig *cfg;
+        uint16_t len;
+
+        if (!qemu_get_counted_string(f, idstr) || !split_is_id(idstr)) {
+            error_setg(errp, "split: invalid sub-host name");
+            return -EINVAL;
+        }
+        len = qemu_get_be16(f);
+        if (len > SPLIT_URI_MAX) {
+            error_setg(errp, "split: sub-host URI too long");
+            return -EINVAL;
+        }
+        src_uri = g_malloc0(len + 1);
+        if (qemu_get_buffer(f, (uint8_t *)src_uri, len) != len ||
+            strlen(src_uri) != len) {
+            error_setg(errp, "split: truncated sub-host URI");
+            return -EINVAL;
+        }
+        uri = split_load_local_uri(idstr, src_uri, errp);
+        if (!uri) {
+            return -EINVAL;
+        }
+        cfg = split_subhost_config(idstr, uri, 0,
+                                   npages * si->page_size, creds, errp);
+        if (!cfg) {
+            return -EINVAL;
+        }
+        si->sub[i].id = g_strdup(idstr);
+        si->sub[i].sh = split_subhost_open(cfg, errp);
+        split_subhost_config_free(cfg);
+        si->nsubhosts = i + 1;
+        if (!si->sub[i].sh) {
+            return -EIO;
+        }
+    }
+    si->map = fctrans_pagemap_new(npages, si->nsubhosts);
+    si->header_seen = true;
+    trace_split_load_header(si->layout.nblocks, npages, si->nsubhosts);
+    return 0;
+
+fail:
+    g_array_free(blocks, true);
+    return -EINVAL;
+}
+
+static int split_load_map(QEMUFile *f, SplitIncoming *si, Error **errp)
+{
+    g_autoptr(GError) gerr = NULL;
+    g_autofree uint8_t *buf = NULL;
+    uint32_t len = qemu_get_be32(f);
+
+    if (!si->header_seen || si->committed) {
+        error_setg(errp, "split: page map out of sequence");
+        return -EINVAL;
+    }
+    if (len > SPLIT_MAP_CHUNK_MAX) {
+        error_setg(errp, "split: page map chunk of %u bytes is too large",
+                   len);
+        return -EINVAL;
+    }
+    buf = g_malloc(len);
+    if (qemu_get_buffer(f, buf, len) != len) {
+        error_setg(errp, "split: truncated page map chunk");
+        return -EIO;
+    }
+    if (!fctrans_pagemap_decode(si->map, buf, len, &gerr)) {
+        split_error_from_gerror(errp, gerr, "split: invalid page map");
+        return -EINVAL;
+    }
+    trace_split_load_map(len);
+    return 0;
+}
+
+static int split_load_commit(QEMUFile *f, SplitIncoming *si, Error **errp)
+{
+    uint32_t nlocs = qemu_get_be32(f);
+    uint32_t l;
+
+    if (!si->header_seen || si->committed ||
+        nlocs != FCTRANS_LOC_SUBHOST0 + si->nsubhosts) {
+        error_setg(errp, "split: unexpected end of the page map");
+        return -EINVAL;
+    }
+    for (l = 0; l < nlocs; l++) {
+        uint64_t n = qemu_get_be64(f);
+
+        if (n != fctrans_pagemap_count(si->map, l)) {
+            error_setg(errp, "split: the page map has %" PRIu64 " pages at "
+                       "location %u, the source placed %" PRIu64,
+                       fctrans_pagemap_count(si->map, l), l, n);
+            return -EINVAL;
+        }
+        si->commit_counts[l] = n;
+    }
+    si->committed = true;
+    return 0;
+}
+
+static int split_load_setup(QEMUFile *f, void *opaque, Error **errp)
+{
+    if (split_incoming) {
+        error_setg(errp, "split: this VM already runs split");
+        return -EBUSY;
+    }
+    split_incoming = g_new0(SplitIncoming, 1);
+    return 0;
+}
+
+static int split_load_state(QEMUFile *f, void *opaque, int version_id)
+{
+    SplitIncoming *si = split_incoming;
+    Error *err = NULL;
+    int ret = 0;
+
+    if (!si || si->pager) {
+        error_report("split: section received without split-memory");
+        return -EINVAL;
+    }
+    while (!ret) {
+        uint8_t cmd = qemu_get_byte(f);
+
+        ret = qemu_file_get_error(f);
+        if (ret) {
+            break;
+        }
+        switch (cmd) {
+        case SPLIT_CMD_EOS:
+            return 0;
+        case SPLIT_CMD_HEADER:
+            ret = split_load_header(f, si, &err);
+            break;
+        case SPLIT_CMD_MAP:
+            ret = split_load_map(f, si, &err);
+            break;
+        case SPLIT_CMD_COMMIT:
+            ret = split_load_commit(f, si, &err);
+            break;
+        default:
+            error_setg(&err, "split: unknown command %u in the stream", cmd);
+            ret = -EINVAL;
+        }
+        if (!ret) {
+            ret = qemu_file_get_error(f);
+        }
+    }
+    if (err) {
+        migrate_set_error(migrate_get_current(), err);
+        error_report_err(err);
+    }
+    return ret;
+}
+
+static int split_load_cleanup(void *opaque)
+{
+    SplitIncoming *si = split_incoming;
+
+    /* Once the pager runs it owns everything, for the VM's lifetime */
+    if (si && !si->pager) {
+        split_incoming = NULL;
+        split_incoming_free(si);
+    }
+    return 0;
+}
+
+static bool split_load_is_active(void *opaque)
+{
+    return migrate_split_memory();
+}
+
+bool split_incoming_start(Error **errp)
+{
+    SplitIncoming *si = split_incoming;
+
+    if (!si || !si->header_seen) {
+        error_setg(errp, "split-memory: the source sent no split section; "
+                   "is split-memory set on the source?");
+        return false;
+    }
+    if (!si->committed) {
+        error_setg(errp, "split-memory: the page map is incomplete");
+        return false;
+    }
+    return split_pager_start(si, errp);
+}
+
+void split_load_handlers(SaveVMHandlers *ops)
+{
+    ops->is_active = split_load_is_active;
+    ops->load_setup = split_load_setup;
+    ops->load_state = split_load_state;
+    ops->load_cleanup = split_load_cleanup;
+}

@@ -1,0 +1,47 @@
+/*
+ * Split migration: guest RAM over a main host and NBD sub-hosts
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * A split migration sends each guest page either to the destination (the
+ * main host, which runs the VM afterwards) through the normal RAM stream,
+ * or to one of the sub-hosts (an NBD export per VM), or nowhere when the
+ * page is all zero. The location of every page travels to the main host in
+ * the "split" section, registered after "ram". Before the VM starts there,
+ * every page that is not resident is dropped and a userfaultfd pager pages
+ * it in on first touch: from its sub-host, or as a zero page.
+ *
+ * See docs/devel/migration/split.rst.
+ */
+#ifndef QEMU_MIGRATION_SPLIT_H
+#define QEMU_MIGRATION_SPLIT_H
+
+#include "exec/cpu-common.h"
+#include "qapi/qapi-types-migration.h"
+
+/* Capabilities and parameters (options.c) */
+bool split_caps_check(bool *old_caps, bool *new_caps, Error **errp);
+bool split_params_check(MigrationParameters *params, Error **errp);
+
+/* Register the "split" section; must run after ram_mig_init(). */
+void split_mig_init(void);
+
+/*
+ * Source, from ram_save_target_page(): place the target page at @offset
+ * of @rb. Returns 0 when the page must go to the main host through the
+ * normal RAM stream, 1 when it was handled here (written to a sub-host or
+ * recorded as unused), or a negative errno.
+ */
+int split_save_target_page(RAMBlock *rb, ram_addr_t offset);
+
+/* Source: the 'split' member of query-migrate. */
+void split_populate_migration_info(MigrationInfo *info);
+
+/*
+ * Main host, once the whole stream was loaded and before the VM may run:
+ * drop every page that is not resident and start the pager. False with
+ * @errp set when the VM must not run.
+ */
+bool split_incoming_start(Error **errp);
+
+#endif /* QEMU_MIGRATION_SPLIT_H */
