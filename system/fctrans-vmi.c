@@ -218,6 +218,7 @@ GuestFreeMemoryInfo *qmp_query_guest_free_memory(const char *profiles,
         GuestFreeMemoryRangeList **tail = &info->ranges;
         guint i;
 
+        info->has_ranges = true;
         for (i = 0; i < free_ranges->len; i++) {
             FctransPageRange *r = &g_array_index(free_ranges,
                                                  FctransPageRange, i);
