@@ -19,6 +19,8 @@ export QTEST_QEMU_BINARY=$QEMU_BUILD/qemu-system-x86_64
 QTESTS=(
     "migration-test:/x86_64/migration/precopy/tcp/plain"
     "migration-test:/x86_64/migration/postcopy/plain"
+    "qmp-cmd-test:"
+    "test-hmp:"
 )
 
 # System tests: name:command. Each prints its own findings and exits
@@ -118,6 +120,13 @@ if want style; then
                 fail "style: patches/$(basename "$p")"
             fi
         done
+        # patches/ must be exactly what the base tree's commits export.
+        if "$SRCDIR/scripts/export-patches.sh" --check > "$LOGDIR/patches-roundtrip.log" 2>&1; then
+            pass
+        else
+            tail -n 20 "$LOGDIR/patches-roundtrip.log"
+            fail "patches/ does not match build/qemu's commits"
+        fi
         echo "style: ${#files[@]} source files and $(ls "$SRCDIR"/patches/*.patch 2>/dev/null | wc -l) patches checked"
     fi
 fi
@@ -127,17 +136,18 @@ if want qtest; then
     for t in "${QTESTS[@]}"; do
         bin=$QEMU_BUILD/tests/qtest/${t%%:*}
         path=${t#*:}
-        log=$LOGDIR/qtest-$(echo "$path" | tr '/' '_').log
+        name=${t%%:*}${path}
+        log=$LOGDIR/qtest-$(echo "$name" | tr '/' '_').log
         if [ ! -x "$bin" ]; then
-            fail "qtest $path: $bin not built"
+            fail "qtest $name: $bin not built"
             continue
         fi
         start=$SECONDS
-        timeout 900 "$bin" --tap -k -p "$path" > "$log" 2>&1
+        timeout 900 "$bin" --tap -k ${path:+-p "$path"} > "$log" 2>&1
         rc=$?
-        count_tap "qtest $path ($((SECONDS - start)) s)" "$log"
+        count_tap "qtest $name ($((SECONDS - start)) s)" "$log"
         if [ $rc -ne 0 ] && ! grep -qE '^not ok' "$log"; then
-            tail -n 20 "$log"; fail "qtest $path exited with $rc"
+            tail -n 20 "$log"; fail "qtest $name exited with $rc"
         fi
     done
 fi

@@ -6,7 +6,13 @@
 # Workflow: edit QEMU's files in build/qemu, commit there (one hook per
 # commit, a message that says why), run this script, commit patches/.
 # The output is stable: exporting an unchanged tree yields no diff.
+#
+#   scripts/export-patches.sh --check   only compare: exit 1 when the
+#                                       tree's commits differ from patches/
 set -euo pipefail
+
+CHECK=0
+[ "${1:-}" = --check ] && CHECK=1
 
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${SPLITMEM_BUILD:-$SRCDIR/build}
@@ -16,13 +22,26 @@ die() { echo "export-patches: $*" >&2; exit 1; }
 
 git -C "$TREE" rev-parse -q --verify splitmem-base >/dev/null ||
     die "$TREE is not a configured base tree (run ./configure)"
-[ -z "$(git -C "$TREE" status --porcelain --untracked-files=no)" ] ||
+[ $CHECK = 1 ] || [ -z "$(git -C "$TREE" status --porcelain --untracked-files=no)" ] ||
     die "uncommitted changes in $TREE: commit them first"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 git -C "$TREE" format-patch -q --zero-commit --no-signature --no-stat \
     --full-index --no-renames -o "$tmp" splitmem-base..HEAD
+
+if [ $CHECK = 1 ]; then
+    mkdir -p "$tmp/want"
+    cp "$SRCDIR"/patches/*.patch "$tmp/want/" 2>/dev/null || true
+    mkdir -p "$tmp/have"
+    mv "$tmp"/*.patch "$tmp/have/" 2>/dev/null || true
+    if diff -r -u "$tmp/want" "$tmp/have"; then
+        echo "export-patches: patches/ matches $TREE"
+        exit 0
+    fi
+    echo "export-patches: patches/ differs from the commits in $TREE" >&2
+    exit 1
+fi
 
 mkdir -p "$SRCDIR/patches"
 rm -f "$SRCDIR"/patches/*.patch
