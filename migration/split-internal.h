@@ -17,6 +17,7 @@
  * The "split" section. Every part of it (setup, iterations, completion) is
  * a sequence of commands ending with SPLIT_CMD_EOS:
  *   SPLIT_CMD_HEADER  be32 version, be32 page size, be64 pages,
+ *                     be64 resident budget (bytes),
  *                     be32 blocks, then per block: u8 len, idstr, be64 pages;
  *                     be32 sub-hosts, then per sub-host: u8 len, id,
  *                     be16 len, URI
@@ -110,6 +111,7 @@ typedef struct SplitPager SplitPager;
 typedef struct SplitIncoming {
     SplitLayout layout;
     uint32_t page_size;
+    uint64_t budget;            /* bytes, as the source placed pages */
     FctransPageMap *map;
     unsigned nsubhosts;
     SplitPagerSubhost sub[SPLIT_MAX_SUBHOSTS];

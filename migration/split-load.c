@@ -86,6 +86,7 @@ static int split_load_header(QEMUFile *f, SplitIncoming *si, Error **errp)
     version = qemu_get_be32(f);
     si->page_size = qemu_get_be32(f);
     npages = qemu_get_be64(f);
+    si->budget = qemu_get_be64(f);
     nblocks = qemu_get_be32(f);
     if (version != SPLIT_STREAM_VERSION) {
         error_setg(errp, "split: unsupported stream version %u", version);

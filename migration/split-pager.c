@@ -681,7 +681,7 @@ SplitMemoryInfo *qmp_query_split_memory(Error **errp)
     info->has_page_size = true;
     info->page_size = pg->page_size;
     info->has_resident_budget = true;
-    info->resident_budget = migrate_split_resident_budget();
+    info->resident_budget = pg->si->budget;
     info->has_resident_pages = true;
     info->resident_pages = qatomic_read(&pg->resident);
     info->has_resident_pages_at_start = true;

@@ -667,6 +667,7 @@ static int split_save_setup(QEMUFile *f, void *opaque, Error **errp)
     qemu_put_be32(f, SPLIT_STREAM_VERSION);
     qemu_put_be32(f, ss->page_size);
     qemu_put_be64(f, ss->layout.npages);
+    qemu_put_be64(f, migrate_split_resident_budget());
     qemu_put_be32(f, ss->layout.nblocks);
     for (i = 0; i < ss->layout.nblocks; i++) {
         SplitBlock *b = &ss->layout.blocks[i];

@@ -1,0 +1,874 @@
+/*
+ * QTest testcases for split migration: guest RAM over a main host and
+ * NBD sub-hosts (nbdkit's memory plugin, started by the tests)
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * The framework's guest keeps incrementing one byte of every page between
+ * 1 MiB and 100 MiB of its 150 MiB, so with a resident budget of half the
+ * RAM some of those pages must end up on the sub-hosts; the destination
+ * must page them in again (remote page-ins) for check_guests_ram() to
+ * pass. The destination starts paused (-S), so that what is resident when
+ * the VM could start is measured before the guest faults anything in.
+ *
+ * These tests need userfaultfd on the destination and nbdkit; without
+ * them they fail, they are not skipped.
+ */
+#include "qemu/osdep.h"
+#include <sys/wait.h>
+#include "libqtest.h"
+#include "migration/bootfile.h"
+#include "migration/framework.h"
+#include "migration/migration-qmp.h"
+#include "migration/migration-util.h"
+#include "qobject/qdict.h"
+#include "qobject/qlist.h"
+
+#define SPLIT_PAGE_SIZE     4096
+#define SPLIT_GUEST_RAM     (150 * 1024 * 1024)
+#define SPLIT_BUDGET        (SPLIT_GUEST_RAM / 2)
+/* Room for the guest RAM and the other split RAM blocks (VGA) */
+#define SPLIT_EXPORT_SIZE   "512M"
+#define SPLIT_TIMEOUT_S     60
+/* Pages mapped besides the pager's own count (e.g. a fault being served) */
+#define SPLIT_RSS_SLACK     64
+
+static char *tmpfs;
+
+typedef struct SplitSubhostProc {
+    char *id;
+    char *sock;
+    char *uri;
+    uint64_t capacity;
+    GPid pid;
+} SplitSubhostProc;
+
+typedef struct SplitTest {
+    unsigned nsubhosts;
+    SplitSubhostProc sub[2];
+    uint64_t budget;
+    const char *policy;
+    bool tls_psk;
+    /* Give the destination its own split-subhosts (else the source's) */
+    bool dest_subhosts;
+    char *pskdir;
+} SplitTest;
+
+static void split_psk_setup(SplitTest *t)
+{
+    g_autofree char *file = NULL;
+    g_autoptr(GError) err = NULL;
+    /* A test key, as QEMU's TLS tests use: never do this for real */
+    const char *line = "qemu:0c5ea2a8cf2f0c64b1e2b1d3a4f5e6d7\n";
+
+    t->pskdir = g_strdup_printf("%s/split-psk", tmpfs);
+    g_assert_cmpint(g_mkdir_with_parents(t->pskdir, 0700), ==, 0);
+    file = g_strdup_printf("%s/keys.psk", t->pskdir);
+    g_assert_true(g_file_set_contents(file, line, -1, &err));
+    g_assert_no_error(err);
+}
+
+static void split_psk_cleanup(SplitTest *t)
+{
+    g_autofree char *file = NULL;
+
+    if (!t->pskdir) {
+        return;
+    }
+    file = g_strdup_printf("%s/keys.psk", t->pskdir);
+    unlink(file);
+    rmdir(t->pskdir);
+    g_clear_pointer(&t->pskdir, g_free);
+}
+
+/* Start nbdkit's memory plugin on a Unix socket in the test directory. */
+static void split_subhost_start(SplitTest *t, SplitSubhostProc *sp,
+                                const char *id, uint64_t capacity)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *pskarg = NULL;
+    GPtrArray *argv = g_ptr_array_new();
+    int waited;
+
+    sp->id = g_strdup(id);
+    sp->capacity = capacity;
+    sp->sock = g_strdup_printf("%s/%s.sock", tmpfs, id);
+    unlink(sp->sock);
+
+    g_ptr_array_add(argv, (char *)"nbdkit");
+    g_ptr_array_add(argv, (char *)"--foreground");
+    g_ptr_array_add(argv, (char *)"--exit-with-parent");
+    g_ptr_array_add(argv, (char *)"--unix");
+    g_ptr_array_add(argv, sp->sock);
+    if (t->tls_psk) {
+        pskarg = g_strdup_printf("--tls-psk=%s/keys.psk", t->pskdir);
+        g_ptr_array_add(argv, (char *)"--tls=require");
+        g_ptr_array_add(argv, pskarg);
+    }
+    g_ptr_array_add(argv, (char *)"memory");
+    g_ptr_array_add(argv, (char *)"size=" SPLIT_EXPORT_SIZE);
+    g_ptr_array_add(argv, NULL);
+
+    if (!g_spawn_async(NULL, (char **)argv->pdata, NULL,
+                       G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD,
+                       NULL, NULL, &sp->pid, &err)) {
+        g_printerr("split: cannot start nbdkit (install it: it is the "
+                   "sub-host of these tests): %s\n", err->message);
+        g_assert_not_reached();
+    }
+    g_ptr_array_free(argv, true);
+
+    for (waited = 0; !g_file_test(sp->sock, G_FILE_TEST_EXISTS); waited++) {
+        g_assert_cmpint(waited, <, 10 * 1000);
+        g_usleep(1000);
+    }
+    sp->uri = g_strdup_printf("nbd%s+unix:///?socket=%s",
+                              t->tls_psk ? "s" : "", sp->sock);
+}
+
+static void split_subhost_stop(SplitSubhostProc *sp)
+{
+    if (sp->pid) {
+        kill(sp->pid, SIGTERM);
+        waitpid(sp->pid, NULL, 0);
+        g_spawn_close_pid(sp->pid);
+        sp->pid = 0;
+    }
+    if (sp->sock) {
+        unlink(sp->sock);
+    }
+    g_clear_pointer(&sp->id, g_free);
+    g_clear_pointer(&sp->sock, g_free);
+    g_clear_pointer(&sp->uri, g_free);
+}
+
+/* Bytes of data that an NBD export holds, by nbdinfo --map --totals. */
+static uint64_t split_subhost_data_bytes(SplitSubhostProc *sp)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *out = NULL;
+    g_autofree char *uri = g_strdup_printf("nbd+unix:///?socket=%s",
+                                           sp->sock);
+    g_auto(GStrv) lines = NULL;
+    const char *argv[] = { "nbdinfo", "--map", "--totals", uri, NULL };
+    uint64_t data = 0;
+    int status, i;
+
+    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL,
+                      NULL, &out, NULL, &status, &err)) {
+        g_printerr("split: cannot run nbdinfo (libnbd-bin): %s\n",
+                   err->message);
+        g_assert_not_reached();
+    }
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* Lines: "<bytes> <percent>% <type> <description>" */
+    lines = g_strsplit(out, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        guint64 bytes;
+        int type;
+
+        if (sscanf(lines[i], "%" G_GUINT64_FORMAT " %*s %d", &bytes,
+                   &type) == 2 && !(type & 1)) {
+            data += bytes;      /* not a hole */
+        }
+    }
+    return data;
+}
+
+static QList *split_subhost_list(SplitTest *t, bool with_capacity)
+{
+    QList *list = qlist_new();
+    unsigned k;
+
+    for (k = 0; k < t->nsubhosts; k++) {
+        QDict *e = qdict_new();
+
+        qdict_put_str(e, "id", t->sub[k].id);
+        qdict_put_str(e, "uri", t->sub[k].uri);
+        qdict_put_int(e, "capacity", with_capacity ? t->sub[k].capacity :
+                      SPLIT_PAGE_SIZE);
+        qlist_append(list, e);
+    }
+    return list;
+}
+
+static void split_setup_tls(SplitTest *t, QTestState *from, QTestState *to)
+{
+    qtest_qmp_assert_success(from,
+                             "{ 'execute': 'object-add',"
+                             "  'arguments': { 'qom-type': 'tls-creds-psk',"
+                             "                 'id': 'tlscredspsk0',"
+                             "                 'endpoint': 'client',"
+                             "                 'dir': %s,"
+                             "                 'username': 'qemu'} }",
+                             t->pskdir);
+    qtest_qmp_assert_success(to,
+                             "{ 'execute': 'object-add',"
+                             "  'arguments': { 'qom-type': 'tls-creds-psk',"
+                             "                 'id': 'tlscredspsk0',"
+                             "                 'endpoint': 'server',"
+                             "                 'dir': %s } }",
+                             t->pskdir);
+    /* The sub-hosts use the migration's credentials by default */
+    migrate_set_parameter_str(from, "tls-creds", "tlscredspsk0");
+    migrate_set_parameter_str(to, "tls-creds", "tlscredspsk0");
+}
+
+static void split_setup(SplitTest *t, QTestState *from, QTestState *to)
+{
+    QDict *args = qdict_new();
+
+    migrate_set_capability(from, "split-memory", true);
+    migrate_set_capability(to, "split-memory", true);
+
+    qdict_put_obj(args, "split-subhosts",
+                  QOBJECT(split_subhost_list(t, true)));
+    qdict_put_int(args, "split-resident-budget", t->budget);
+    qdict_put_str(args, "split-policy", t->policy ? t->policy :
+                  "working-set");
+    qtest_qmp_assert_success(from, "{ 'execute': 'migrate-set-parameters',"
+                             "  'arguments': %p }", args);
+    if (t->dest_subhosts) {
+        args = qdict_new();
+        qdict_put_obj(args, "split-subhosts",
+                      QOBJECT(split_subhost_list(t, false)));
+        qtest_qmp_assert_success(to, "{ 'execute': 'migrate-set-parameters',"
+                                 "  'arguments': %p }", args);
+    }
+    if (t->tls_psk) {
+        split_setup_tls(t, from, to);
+    }
+}
+
+static QDict *split_query_memory(QTestState *to)
+{
+    return qtest_qmp_assert_success_ref(to,
+                                        "{ 'execute': 'query-split-memory' }");
+}
+
+/* Sum of Rss and Size (kB) of the mappings userfaultfd tracks (split RAM). */
+static void split_uffd_rss(pid_t pid, uint64_t *rss_kb, uint64_t *size_kb)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/smaps", pid);
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    uint64_t vma_rss = 0, vma_size = 0;
+    int i;
+
+    *rss_kb = *size_kb = 0;
+    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        guint64 v;
+
+        if (sscanf(lines[i], "Size: %" G_GUINT64_FORMAT " kB", &v) == 1) {
+            vma_size = v;
+        } else if (sscanf(lines[i], "Rss: %" G_GUINT64_FORMAT " kB",
+                          &v) == 1) {
+            vma_rss = v;
+        } else if (g_str_has_prefix(lines[i], "VmFlags:")) {
+            g_auto(GStrv) flags = g_strsplit(lines[i] + 8, " ", -1);
+
+            if (g_strv_contains((const char * const *)flags, "um")) {
+                *rss_kb += vma_rss;
+                *size_kb += vma_size;
+            }
+        }
+    }
+}
+
+/*
+ * On the paused main host, right after the migration: split, within the
+ * budget (by the pager's count and by the kernel's), pages left remote.
+ */
+static void split_check_main_host_at_start(SplitTest *t, QTestState *to)
+{
+    g_autoptr(QDict) rsp = split_query_memory(to);
+    QListEntry *e;
+    uint64_t resident, remote = 0, rss_kb, size_kb;
+
+    g_assert_true(qdict_get_bool(rsp, "active"));
+    g_assert_cmpint(qdict_get_int(rsp, "page-size"), ==, SPLIT_PAGE_SIZE);
+    g_assert_cmpint(qdict_get_int(rsp, "resident-budget"), ==, t->budget);
+    resident = qdict_get_int(rsp, "resident-pages-at-start");
+    g_assert_cmpint(qdict_get_int(rsp, "resident-pages"), ==, resident);
+    g_assert_cmpuint(resident * SPLIT_PAGE_SIZE, <=, t->budget);
+    /* The guest wrote more than the budget: some of it is remote */
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "subhosts"), e) {
+        QDict *s = qobject_to(QDict, qlist_entry_obj(e));
+
+        g_assert_true(qdict_get_bool(s, "connected"));
+        g_assert_cmpint(qdict_get_int(s, "page-ins"), ==, 0);
+        remote += qdict_get_int(s, "pages");
+    }
+    g_assert_cmpuint(remote, >, 0);
+    g_assert_cmpint(qdict_get_int(rsp, "page-ins-remote"), ==, 0);
+
+    /* The kernel's view: what is mapped in the split RAM */
+    split_uffd_rss(qtest_pid(to), &rss_kb, &size_kb);
+    g_test_message("main host at start: %" PRIu64 " resident pages (budget %"
+                   PRIu64 "), %" PRIu64 " remote; kernel: Rss %" PRIu64
+                   " kB of %" PRIu64 " kB of split RAM", resident,
+                   t->budget / SPLIT_PAGE_SIZE, remote, rss_kb, size_kb);
+    g_assert_cmpuint(size_kb * 1024, >=, SPLIT_GUEST_RAM);
+    g_assert_cmpuint(rss_kb * 1024, <=,
+                     (resident + SPLIT_RSS_SLACK) * SPLIT_PAGE_SIZE);
+    g_assert_cmpuint(rss_kb * 1024, <=, t->budget +
+                     SPLIT_RSS_SLACK * SPLIT_PAGE_SIZE);
+}
+
+/* The source's per-destination statistics of a completed migration. */
+static void split_check_source_stats(SplitTest *t, QTestState *from)
+{
+    g_autoptr(QDict) rsp = qtest_qmp_assert_success_ref(from,
+                               "{ 'execute': 'query-migrate' }");
+    QDict *split = qdict_get_qdict(rsp, "split");
+    QListEntry *e;
+    unsigned n = 0;
+    uint64_t placed_remote = 0;
+
+    g_assert_nonnull(split);
+    g_assert_cmpint(qdict_get_int(split, "unused-pages"), >, 0);
+    g_assert_cmpint(qdict_get_int(split, "map-bytes"), >, 0);
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(split, "destinations"), e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+        const char *dest = qdict_get_str(d, "destination");
+
+        g_test_message("source: %s: %" PRId64 " pages sent, %" PRId64
+                       " placed", dest, qdict_get_int(d, "pages"),
+                       qdict_get_int(d, "placed"));
+        if (n == 0) {
+            g_assert_cmpstr(dest, ==, "main");
+            g_assert_cmpuint(qdict_get_int(d, "placed") * SPLIT_PAGE_SIZE,
+                             <=, t->budget);
+        } else {
+            g_assert_cmpstr(dest, ==, t->sub[n - 1].id);
+            g_assert_cmpuint(qdict_get_int(d, "placed") * SPLIT_PAGE_SIZE,
+                             <=, t->sub[n - 1].capacity);
+            placed_remote += qdict_get_int(d, "placed");
+        }
+        g_assert_cmpint(qdict_get_int(d, "pages"), >=,
+                        qdict_get_int(d, "placed"));
+        g_assert_cmpint(qdict_get_int(d, "bytes"), ==,
+                        qdict_get_int(d, "pages") * SPLIT_PAGE_SIZE);
+        n++;
+    }
+    g_assert_cmpuint(n, ==, 1 + t->nsubhosts);
+    g_assert_cmpuint(placed_remote, >, 0);
+}
+
+/* Wait until the guest paged something in from the sub-hosts. */
+static void split_wait_remote_page_ins(QTestState *to)
+{
+    int64_t deadline = g_get_monotonic_time() +
+                       SPLIT_TIMEOUT_S * G_USEC_PER_SEC;
+
+    for (;;) {
+        g_autoptr(QDict) rsp = split_query_memory(to);
+        QListEntry *e;
+        int64_t remote = qdict_get_int(rsp, "page-ins-remote");
+        int64_t per_subhost = 0;
+
+        QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "subhosts"), e) {
+            per_subhost += qdict_get_int(qobject_to(QDict,
+                                         qlist_entry_obj(e)), "page-ins");
+        }
+        if (remote > 0) {
+            g_test_message("main host: %" PRId64 " remote page-ins (+%"
+                           PRId64 " prefetched), %" PRId64 " local, "
+                           "latency p50 %" PRId64 " us p99 %" PRId64
+                           " us max %" PRId64 " us, %" PRId64
+                           " resident pages", remote,
+                           qdict_get_int(rsp, "prefetched-pages"),
+                           qdict_get_int(rsp, "page-ins-local"),
+                           qdict_get_int(rsp, "latency-p50"),
+                           qdict_get_int(rsp, "latency-p99"),
+                           qdict_get_int(rsp, "latency-max"),
+                           qdict_get_int(rsp, "resident-pages"));
+            g_assert_cmpint(per_subhost, >=, remote);
+            g_assert_cmpint(qdict_get_int(rsp, "blocked-faults"), ==, 0);
+            g_assert_cmpint(qdict_get_int(rsp, "latency-max"), >=,
+                            qdict_get_int(rsp, "latency-p50"));
+            return;
+        }
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(20 * 1000);
+    }
+}
+
+static void split_test_cleanup(SplitTest *t)
+{
+    const char *files[] = { "migsocket", "src_serial", "dest_serial" };
+    unsigned k;
+
+    for (k = 0; k < ARRAY_SIZE(files); k++) {
+        g_autofree char *path = g_strdup_printf("%s/%s", tmpfs, files[k]);
+
+        unlink(path);
+    }
+
+    for (k = 0; k < t->nsubhosts; k++) {
+        split_subhost_stop(&t->sub[k]);
+    }
+    split_psk_cleanup(t);
+}
+
+static void split_test_start_subhosts(SplitTest *t, uint64_t capacity)
+{
+    unsigned k;
+
+    if (t->tls_psk) {
+        split_psk_setup(t);
+    }
+    for (k = 0; k < t->nsubhosts; k++) {
+        g_autofree char *id = g_strdup_printf("sh%u", k);
+
+        split_subhost_start(t, &t->sub[k], id, capacity);
+    }
+}
+
+/*
+ * A live split migration to a paused main host, checked there at start,
+ * then resumed: the guest faults its remote pages back in and the
+ * framework checks every page of its memory.
+ */
+static void split_test_migrate(SplitTest *t)
+{
+    g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
+    MigrateStart args = {
+        .opts_target = "-S",
+    };
+    QTestState *from, *to;
+
+    if (migrate_start(&from, &to, "defer", &args)) {
+        split_test_cleanup(t);
+        return;
+    }
+    split_setup(t, from, to);
+    migrate_incoming_qmp(to, uri, NULL, "{}");
+
+    wait_for_serial("src_serial");
+    migrate_ensure_non_converge(from);
+    migrate_prepare_for_dirty_mem(from);
+    migrate_qmp(from, to, uri, NULL, "{}");
+    /* A full pass, and the guest dirtied memory again since */
+    migrate_wait_for_dirty_mem(from, to);
+    migrate_ensure_converge(from);
+    wait_for_migration_complete(from);
+    wait_for_migration_complete(to);
+
+    split_check_source_stats(t, from);
+    split_check_main_host_at_start(t, to);
+
+    qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
+    wait_for_serial("dest_serial");
+    split_wait_remote_page_ins(to);
+
+    /* Reads every page of the guest's test area: more page-ins */
+    migrate_end(from, to, true);
+    split_test_cleanup(t);
+}
+
+static void test_split_one_subhost(void)
+{
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = SPLIT_BUDGET,
+    };
+
+    split_test_start_subhosts(&t, 256 * 1024 * 1024);
+    split_test_migrate(&t);
+}
+
+static void test_split_two_subhosts(void)
+{
+    SplitTest t = {
+        .nsubhosts = 2,
+        .budget = SPLIT_BUDGET,
+        .dest_subhosts = true,
+    };
+
+    split_test_start_subhosts(&t, 64 * 1024 * 1024);
+    split_test_migrate(&t);
+}
+
+static void test_split_two_subhosts_tls_psk(void)
+{
+    SplitTest t = {
+        .nsubhosts = 2,
+        .budget = SPLIT_BUDGET,
+        .tls_psk = true,
+    };
+
+    split_test_start_subhosts(&t, 64 * 1024 * 1024);
+    split_test_migrate(&t);
+}
+
+static void test_split_sequential(void)
+{
+    SplitTest t = {
+        .nsubhosts = 2,
+        .budget = SPLIT_BUDGET,
+        .policy = "sequential",
+    };
+
+    split_test_start_subhosts(&t, 64 * 1024 * 1024);
+    split_test_migrate(&t);
+}
+
+/* Every page of the test area agrees with the guest's pattern. */
+static void split_check_pattern(QTestState *who)
+{
+    uint8_t first, last, b;
+    unsigned addr, edges = 0;
+
+    first = qtest_readb(who, X86_TEST_MEM_START);
+    last = first;
+    for (addr = X86_TEST_MEM_START + TEST_MEM_PAGE_SIZE;
+         addr < X86_TEST_MEM_END; addr += TEST_MEM_PAGE_SIZE) {
+        b = qtest_readb(who, addr);
+        if (b != last) {
+            /* the guest was stopped between two pages of a pass */
+            g_assert_cmpint((uint8_t)(b + 1), ==, last);
+            g_assert_cmpuint(++edges, ==, 1);
+            last = b;
+        }
+    }
+}
+
+static char *split_status(QTestState *who)
+{
+    g_autoptr(QDict) rsp = qtest_qmp_assert_success_ref(who,
+                               "{ 'execute': 'query-status' }");
+
+    return g_strdup(qdict_get_str(rsp, "status"));
+}
+
+/* Cancel while the sub-host holds pages: the source runs on, it is emptied */
+static void test_split_cancel(void)
+{
+    g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
+    g_autofree char *status = NULL;
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = 8 * 1024 * 1024,
+        .policy = "sequential",
+    };
+    MigrateStart args = {
+        .hide_stderr = true,
+    };
+    QTestState *from, *to;
+    int64_t deadline;
+    uint64_t held;
+
+    split_test_start_subhosts(&t, 256 * 1024 * 1024);
+    if (migrate_start(&from, &to, "defer", &args)) {
+        split_test_cleanup(&t);
+        return;
+    }
+    split_setup(&t, from, to);
+    migrate_incoming_qmp(to, uri, NULL, "{ 'exit-on-error': false }");
+    wait_for_serial("src_serial");
+    /* Never converges: the guest dirties faster than 1 ms of downtime */
+    migrate_set_parameter_int(from, "max-bandwidth", 50 * 1000 * 1000);
+    migrate_set_parameter_int(from, "downtime-limit", 1);
+    migrate_qmp(from, to, uri, NULL, "{}");
+
+    /* Wait until the sub-host holds a good part of the guest */
+    deadline = g_get_monotonic_time() + SPLIT_TIMEOUT_S * G_USEC_PER_SEC;
+    for (;;) {
+        g_autoptr(QDict) rsp = qtest_qmp_assert_success_ref(from,
+                                   "{ 'execute': 'query-migrate' }");
+        QDict *split = qdict_get_qdict(rsp, "split");
+        QList *dests = split ? qdict_get_qlist(split, "destinations") : NULL;
+
+        if (dests && qlist_size(dests) == 2) {
+            QDict *d = qobject_to(QDict, qlist_entry_obj(
+                                  qlist_next(qlist_first(dests))));
+
+            if (qdict_get_int(d, "pages") > 4096) {
+                break;
+            }
+        }
+        g_assert_cmpstr(qdict_get_str(rsp, "status"), ==, "active");
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(10 * 1000);
+    }
+    g_assert_cmpuint(split_subhost_data_bytes(&t.sub[0]), >, 0);
+
+    migrate_cancel(from);
+    wait_for_migration_status(from, "cancelled",
+                              (const char * []) { "completed", NULL });
+    wait_for_migration_status(to, "failed",
+                              (const char * []) { "completed", NULL });
+
+    /* The source runs on, its memory intact; the sub-host was emptied */
+    status = split_status(from);
+    g_assert_cmpstr(status, ==, "running");
+    held = split_subhost_data_bytes(&t.sub[0]);
+    g_test_message("sub-host after cancel: %" PRIu64 " bytes", held);
+    g_assert_cmpuint(held, ==, 0);
+    {
+        g_autoptr(QDict) rsp = qtest_qmp_assert_success_ref(from,
+                                   "{ 'execute': 'query-migrate' }");
+
+        g_assert_cmpint(qdict_get_int(qdict_get_qdict(rsp, "split"),
+                                      "trimmed-pages"), >, 0);
+    }
+    qtest_qmp_assert_success(from, "{ 'execute': 'stop' }");
+    split_check_pattern(from);
+
+    qtest_quit(from);
+    qtest_quit(to);
+    split_test_cleanup(&t);
+}
+
+/* A sub-host that cannot be reached: clear error, the source runs on. */
+static void test_split_unreachable(void)
+{
+    g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
+    g_autofree char *status = NULL;
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = SPLIT_BUDGET,
+    };
+    MigrateStart args = {
+        .hide_stderr = true,
+    };
+    QTestState *from, *to;
+    g_autoptr(QDict) rsp = NULL;
+    const char *desc;
+
+    t.sub[0].id = g_strdup("sh0");
+    t.sub[0].sock = g_strdup_printf("%s/nobody-listens.sock", tmpfs);
+    t.sub[0].uri = g_strdup_printf("nbd+unix:///?socket=%s", t.sub[0].sock);
+    t.sub[0].capacity = 256 * 1024 * 1024;
+
+    if (migrate_start(&from, &to, "defer", &args)) {
+        split_test_cleanup(&t);
+        return;
+    }
+    split_setup(&t, from, to);
+    migrate_incoming_qmp(to, uri, NULL, "{ 'exit-on-error': false }");
+    wait_for_serial("src_serial");
+    migrate_ensure_converge(from);
+    migrate_qmp(from, to, uri, NULL, "{}");
+    wait_for_migration_fail(from, false);
+
+    rsp = qtest_qmp_assert_success_ref(from, "{ 'execute': 'query-migrate' }");
+    desc = qdict_get_try_str(rsp, "error-desc");
+    g_test_message("error: %s", desc);
+    g_assert_nonnull(desc);
+    g_assert_nonnull(strstr(desc, "sub-host 'sh0'"));
+    status = split_status(from);
+    g_assert_cmpstr(status, ==, "running");
+
+    qtest_quit(from);
+    qtest_quit(to);
+    split_test_cleanup(&t);
+}
+
+/* Budget plus capacities below the guest RAM: refused by 'migrate'. */
+static void test_split_too_small(void)
+{
+    g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
+    g_autofree char *status = NULL;
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = 32 * 1024 * 1024,
+    };
+    MigrateStart args = {
+        .hide_stderr = true,
+    };
+    QTestState *from, *to;
+    QDict *err;
+
+    split_test_start_subhosts(&t, 64 * 1024 * 1024);
+    if (migrate_start(&from, &to, "defer", &args)) {
+        split_test_cleanup(&t);
+        return;
+    }
+    split_setup(&t, from, to);
+    migrate_incoming_qmp(to, uri, NULL, "{ 'exit-on-error': false }");
+    wait_for_serial("src_serial");
+
+    err = qtest_qmp_assert_failure_ref(from,
+                                       "{ 'execute': 'migrate',"
+                                       "  'arguments': { 'uri': %s } }", uri);
+    g_test_message("error: %s", qdict_get_str(err, "desc"));
+    g_assert_nonnull(strstr(qdict_get_str(err, "desc"),
+                            "cannot hold the guest RAM"));
+    qobject_unref(err);
+    status = split_status(from);
+    g_assert_cmpstr(status, ==, "running");
+    /* Nothing was written anywhere */
+    g_assert_cmpuint(split_subhost_data_bytes(&t.sub[0]), ==, 0);
+
+    qtest_quit(from);
+    qtest_quit(to);
+    split_test_cleanup(&t);
+}
+
+static void split_expect_param_error(QTestState *who, QDict *args,
+                                     const char *what)
+{
+    QDict *err = qtest_qmp_assert_failure_ref(who,
+                     "{ 'execute': 'migrate-set-parameters',"
+                     "  'arguments': %p }", args);
+
+    g_test_message("expected error: %s", qdict_get_str(err, "desc"));
+    g_assert_nonnull(strstr(qdict_get_str(err, "desc"), what));
+    qobject_unref(err);
+}
+
+static QDict *split_one_subhost_args(const char *id, const char *uri,
+                                     int64_t capacity)
+{
+    QDict *args = qdict_new();
+    QList *list = qlist_new();
+    QDict *e = qdict_new();
+
+    qdict_put_str(e, "id", id);
+    qdict_put_str(e, "uri", uri);
+    qdict_put_int(e, "capacity", capacity);
+    qlist_append(list, e);
+    qdict_put_obj(args, "split-subhosts", QOBJECT(list));
+    return args;
+}
+
+/* Parameters: validation, QMP and HMP views, a clean state when off. */
+static void test_split_params(void)
+{
+    QTestState *qts = qtest_init("-machine none -nodefaults");
+    g_autoptr(QDict) params = NULL;
+    g_autoptr(QDict) info = NULL;
+    g_autofree char *hmp = NULL;
+    g_autofree char *hmp2 = NULL;
+    g_autofree char *hmp3 = NULL;
+    QDict *args, *err;
+    QList *list;
+    QDict *sh;
+
+    /* Defaults */
+    params = qtest_qmp_assert_success_ref(qts,
+                 "{ 'execute': 'query-migrate-parameters' }");
+    g_assert_cmpint(qdict_get_int(params, "split-resident-budget"), ==, 0);
+    g_assert_cmpstr(qdict_get_str(params, "split-policy"), ==,
+                    "working-set");
+    g_assert_cmpstr(qdict_get_str(params, "split-tls-creds"), ==, "");
+    g_assert_false(qdict_haskey(params, "split-subhosts"));
+    qobject_unref(params);
+
+    /* Invalid sub-hosts */
+    split_expect_param_error(qts, split_one_subhost_args("a", "http://x/y",
+                             1 << 20), "scheme");
+    split_expect_param_error(qts, split_one_subhost_args("a",
+                             "nbd://user:pw@host/e", 1 << 20), "credentials");
+    split_expect_param_error(qts, split_one_subhost_args("a",
+                             "nbd+unix:///e", 1 << 20), "socket");
+    split_expect_param_error(qts, split_one_subhost_args("a",
+                             "nbds://host/e?tls-psk-file=/k", 1 << 20),
+                             "TLS settings");
+    split_expect_param_error(qts, split_one_subhost_args("a", "nbd:///e",
+                             1 << 20), "no host");
+    split_expect_param_error(qts, split_one_subhost_args("a", "nbd://h/e", 0),
+                             "capacity");
+    split_expect_param_error(qts, split_one_subhost_args("bad id",
+                             "nbd://h/e", 1 << 20), "invalid id");
+    args = split_one_subhost_args("a", "nbd://h/e", 1 << 20);
+    list = qdict_get_qlist(args, "split-subhosts");
+    sh = qdict_new();
+    qdict_put_str(sh, "id", "a");
+    qdict_put_str(sh, "uri", "nbd+unix:///e?socket=/run/a.sock");
+    qdict_put_int(sh, "capacity", 1 << 20);
+    qlist_append(list, sh);
+    split_expect_param_error(qts, args, "duplicate id 'a'");
+
+    /* A valid set, seen by QMP and HMP */
+    args = split_one_subhost_args("sh0", "nbd://10.0.0.2:10809/vm1",
+                                  1 << 30);
+    qdict_put_int(args, "split-resident-budget", 512 << 20);
+    qdict_put_str(args, "split-policy", "sequential");
+    qdict_put_str(args, "split-tls-creds", "creds0");
+    qtest_qmp_assert_success(qts, "{ 'execute': 'migrate-set-parameters',"
+                             "  'arguments': %p }", args);
+    params = qtest_qmp_assert_success_ref(qts,
+                 "{ 'execute': 'query-migrate-parameters' }");
+    g_assert_cmpint(qdict_get_int(params, "split-resident-budget"), ==,
+                    512 << 20);
+    g_assert_cmpstr(qdict_get_str(params, "split-policy"), ==, "sequential");
+    g_assert_cmpstr(qdict_get_str(params, "split-tls-creds"), ==, "creds0");
+    list = qdict_get_qlist(params, "split-subhosts");
+    g_assert_cmpint(qlist_size(list), ==, 1);
+    sh = qobject_to(QDict, qlist_peek(list));
+    g_assert_cmpstr(qdict_get_str(sh, "id"), ==, "sh0");
+    g_assert_cmpint(qdict_get_int(sh, "capacity"), ==, 1 << 30);
+
+    hmp = qtest_hmp(qts, "info migrate_parameters");
+    g_assert_nonnull(strstr(hmp, "split-resident-budget: 536870912 bytes"));
+    g_assert_nonnull(strstr(hmp, "'sh0': nbd://10.0.0.2:10809/vm1"));
+    g_assert_nonnull(strstr(hmp, "split-policy: sequential"));
+    hmp2 = qtest_hmp(qts, "migrate_set_parameter split-subhosts x");
+    g_assert_nonnull(strstr(hmp2, "only be set through QMP"));
+    g_free(qtest_hmp(qts, "migrate_set_parameter split-resident-budget 64M"));
+    g_free(qtest_hmp(qts, "migrate_set_parameter split-policy working-set"));
+    qobject_unref(params);
+    params = qtest_qmp_assert_success_ref(qts,
+                 "{ 'execute': 'query-migrate-parameters' }");
+    g_assert_cmpint(qdict_get_int(params, "split-resident-budget"), ==,
+                    64 << 20);
+    g_assert_cmpstr(qdict_get_str(params, "split-policy"), ==,
+                    "working-set");
+    /* null resets the credentials to "same as tls-creds" */
+    qtest_qmp_assert_success(qts, "{ 'execute': 'migrate-set-parameters',"
+                             "  'arguments': { 'split-tls-creds': null } }");
+
+    /* Capabilities that do not combine */
+    err = qtest_qmp_assert_failure_ref(qts,
+              "{ 'execute': 'migrate-set-capabilities',"
+              "  'arguments': { 'capabilities': ["
+              "    { 'capability': 'split-memory', 'state': true },"
+              "    { 'capability': 'multifd', 'state': true } ] } }");
+    g_assert_nonnull(strstr(qdict_get_str(err, "desc"), "multifd"));
+    qobject_unref(err);
+
+    /* Not split: a clean state */
+    info = qtest_qmp_assert_success_ref(qts,
+               "{ 'execute': 'query-split-memory' }");
+    g_assert_false(qdict_get_bool(info, "active"));
+    g_assert_cmpint(qdict_size(info), ==, 1);
+    hmp3 = qtest_hmp(qts, "info split-memory");
+    g_assert_nonnull(strstr(hmp3, "split memory: off"));
+
+    qtest_quit(qts);
+}
+
+void migration_test_add_split(MigrationTestEnv *env)
+{
+    tmpfs = env->tmpfs;
+
+    /*
+     * Registered whether or not userfaultfd and nbdkit are there: without
+     * them these tests fail rather than vanish.
+     */
+    migration_test_add("/migration/split/params", test_split_params);
+    if (!env->is_x86) {
+        return;     /* the checks know the x86 guest's layout */
+    }
+    migration_test_add("/migration/split/too-small", test_split_too_small);
+    migration_test_add("/migration/split/unreachable-subhost",
+                       test_split_unreachable);
+    migration_test_add("/migration/split/one-subhost",
+                       test_split_one_subhost);
+    migration_test_add("/migration/split/two-subhosts",
+                       test_split_two_subhosts);
+    migration_test_add("/migration/split/cancel", test_split_cancel);
+    if (env->full_set) {
+        migration_test_add("/migration/split/sequential",
+                           test_split_sequential);
+    }
+#ifdef CONFIG_GNUTLS
+    migration_test_add("/migration/split/two-subhosts/tls-psk",
+                       test_split_two_subhosts_tls_psk);
+#endif
+}
