@@ -307,6 +307,49 @@ def link(a, b, rate=None, delay=None):
     return addr_a, addr_b
 
 
+class Lan:
+    """Hosts (namespaces) on one switched segment: a bridge in its own
+    namespace, one veth per host, addresses 10.<n>.0.<i>/24, optional tc
+    shaping (rate, delay) on each host's side."""
+
+    _seq = 0
+
+    def __init__(self, rate=None, delay=None):
+        Lan._seq += 1
+        self.net = f"10.{90 + Lan._seq}.0"
+        self.rate, self.delay = rate, delay
+        self.switch = Netns(f"sw{Lan._seq}")
+        self.switch.run(["ip", "link", "add", "br0", "type", "bridge"])
+        self.switch.run(["ip", "link", "set", "br0", "up"])
+        self.hosts = 0
+
+    def attach(self, ns):
+        """Connect ns to the segment; return its address."""
+        self.hosts += 1
+        i = self.hosts
+        tag = f"{os.getpid() % 10000}l{Lan._seq}h{i}"
+        host_if, sw_if = f"smh{tag}", f"sms{tag}"
+        subprocess.run(["ip", "link", "add", host_if, "type", "veth", "peer",
+                        "name", sw_if], check=True)
+        subprocess.run(["ip", "link", "set", host_if, "netns", ns.name],
+                       check=True)
+        subprocess.run(["ip", "link", "set", sw_if, "netns",
+                        self.switch.name], check=True)
+        self.switch.run(["ip", "link", "set", sw_if, "master", "br0"])
+        self.switch.run(["ip", "link", "set", sw_if, "up"])
+        addr = f"{self.net}.{i}"
+        ns.run(["ip", "addr", "add", f"{addr}/24", "dev", host_if])
+        ns.run(["ip", "link", "set", host_if, "up"])
+        if self.rate or self.delay:
+            qd = ["tc", "qdisc", "add", "dev", host_if, "root", "netem"]
+            if self.delay:
+                qd += ["delay", self.delay]
+            if self.rate:
+                qd += ["rate", self.rate]
+            ns.run(qd + ["limit", "100000"])
+        return addr
+
+
 class Vm:
     """A QEMU process running the guest kit, with QMP and serial sockets."""
 
@@ -365,6 +408,83 @@ class Vm:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         return 0
+
+
+class Subhost:
+    """A sub-host: contrib/subhost/splitmem-subhost serving one VM's
+    export (nbdkit memory plugin, PSK TLS) inside a namespace."""
+
+    PORT = 10809
+
+    def __init__(self, name, ns, wdir, vm, size, psk_dir, memory_limit=None):
+        self.name, self.ns, self.vm = name, ns, vm
+        self.pidfile = os.path.join(wdir, f"{name}.pid")
+        self.log_path = os.path.join(wdir, f"{name}.log")
+        argv = [os.path.join(SRCDIR, "contrib", "subhost", "splitmem-subhost"),
+                "--vm", vm, "--size", str(size),
+                "--listen", f"0.0.0.0:{self.PORT}", "--tls-psk", psk_dir,
+                "--memory-limit", str(memory_limit or size + (64 << 20)),
+                "--cgroup", f"/splitmem-test-{os.getpid()}-{name}",
+                "--pidfile", self.pidfile]
+        self.log = open(self.log_path, "w")
+        self.proc = ns.popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
+                             stderr=subprocess.STDOUT)
+        at_cleanup(self.stop)
+        wait_for(lambda: self._ready(), 30, f"sub-host {name} to listen")
+
+    def _ready(self):
+        if self.proc.poll() is not None:
+            with open(self.log_path) as f:
+                raise RuntimeError(f"sub-host {self.name} exited: {f.read()}")
+        return os.path.exists(self.pidfile) and os.path.getsize(self.pidfile)
+
+    def pid(self):
+        with open(self.pidfile) as f:
+            return int(f.read().split()[0])
+
+    def rss_bytes(self):
+        try:
+            with open(f"/proc/{self.pid()}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        try:
+            os.kill(self.pid(), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
+def psk_credentials(wdir, identities):
+    """A QEMU tls-creds-psk directory holding a key for each identity,
+    plus one directory per identity holding only its own line (what that
+    VM's sub-host export accepts). Returns (dir, {identity: dir})."""
+    import secrets
+    keys = {ident: secrets.token_hex(32) for ident in identities}
+    all_dir = os.path.join(wdir, "psk")
+    os.makedirs(all_dir, mode=0o700, exist_ok=True)
+    with open(os.path.join(all_dir, "keys.psk"), "w") as f:
+        for ident, key in keys.items():
+            f.write(f"{ident}:{key}\n")
+    one = {}
+    for ident, key in keys.items():
+        d = os.path.join(wdir, f"psk-{ident}")
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        with open(os.path.join(d, "keys.psk"), "w") as f:
+            f.write(f"{ident}:{key}\n")
+        one[ident] = d
+    return all_dir, one
 
 
 def fmt_bytes(n):
