@@ -11,7 +11,9 @@ QEMU_BIN := $(QEMU_BUILD)/qemu-system-x86_64
 # may share one build tree.
 # ccache through its compiler links on PATH: QEMU's configure names the
 # compiler as plain `cc`, so this needs no reconfiguration.
-CCACHE_PATH := $(if $(wildcard /usr/lib/ccache/cc),PATH=/usr/lib/ccache:$$PATH)
+# CCACHE_BASEDIR makes the cache shareable between clones at different
+# paths (a fresh CI clone hits what a developer's tree compiled).
+CCACHE_PATH := $(if $(wildcard /usr/lib/ccache/cc),PATH=/usr/lib/ccache:$$PATH CCACHE_BASEDIR=$(CURDIR))
 QEMU_NINJA := $(CCACHE_PATH) flock $(BUILD)/.qemu-build.lock ninja -C $(QEMU_BUILD)
 export SPLITMEM_BUILD := $(abspath $(BUILD))
 

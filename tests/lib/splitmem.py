@@ -322,6 +322,15 @@ class Lan:
         self.switch.run(["ip", "link", "add", "br0", "type", "bridge"])
         self.switch.run(["ip", "link", "set", "br0", "up"])
         self.hosts = 0
+        self.ifname = {}
+
+    def tx_bytes(self, ns):
+        """Bytes ns has sent onto the segment (its veth's tx counter)."""
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns.name, "cat",
+             f"/sys/class/net/{self.ifname[ns.name]}/statistics/tx_bytes"],
+            check=True, stdout=subprocess.PIPE, text=True).stdout
+        return int(out)
 
     def attach(self, ns):
         """Connect ns to the segment; return its address."""
@@ -338,6 +347,7 @@ class Lan:
         self.switch.run(["ip", "link", "set", sw_if, "master", "br0"])
         self.switch.run(["ip", "link", "set", sw_if, "up"])
         addr = f"{self.net}.{i}"
+        self.ifname[ns.name] = host_if
         ns.run(["ip", "addr", "add", f"{addr}/24", "dev", host_if])
         ns.run(["ip", "link", "set", host_if, "up"])
         if self.rate or self.delay:
