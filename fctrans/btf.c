@@ -342,7 +342,8 @@ static bool btf_size_depth(const FctransBtf *btf, uint32_t id, uint64_t *size,
         return true;
     case FCTRANS_BTF_KIND_ARRAY:
         nelems = fctrans_ld32(t.extra + 8);
-        if (!btf_size_depth(btf, fctrans_ld32(t.extra), &elem, depth + 1, errp)) {
+        if (!btf_size_depth(btf, fctrans_ld32(t.extra), &elem, depth + 1,
+                            errp)) {
             return false;
         }
         if (nelems && elem > UINT32_MAX * (uint64_t)4 / nelems) {
@@ -390,7 +391,9 @@ static int btf_find_member(const FctransBtf *btf, uint32_t id,
     }
     for (i = 0; i < t.vlen; i++) {
         const uint8_t *m = t.extra + 12 * i;
-        uint32_t m_name = fctrans_ld32(m), m_type = fctrans_ld32(m + 4), m_off = fctrans_ld32(m + 8);
+        uint32_t m_name = fctrans_ld32(m);
+        uint32_t m_type = fctrans_ld32(m + 4);
+        uint32_t m_off = fctrans_ld32(m + 8);
         uint64_t bits = t.kind_flag ? (m_off & 0xffffff) : m_off;
         uint32_t bit_size = t.kind_flag ? m_off >> 24 : 0;
         int r;

@@ -46,7 +46,7 @@
 #define CR4_LA57 (1ULL << 12)
 #define EFER_LMA (1ULL << 10)
 
-/* x86-64 Linux: the kernel image's mapping (arch/x86/include/asm/page_64_types.h) */
+/* The kernel image mapping of x86-64 Linux (asm/page_64_types.h) */
 #define START_KERNEL_MAP 0xffffffff80000000ULL
 #define KERNEL_IMAGE_SIZE (1ULL << 30)
 #define KERNEL_ALIGN (2ULL << 20)
@@ -176,7 +176,8 @@ static char *find_running_banner(const FctransVmiOps *ops, void *opaque,
                                  uint64_t pgd, bool la57,
                                  const uint64_t *cands, unsigned ncands)
 {
-    g_autofree uint8_t *page = g_malloc(KERNEL_ALIGN + FCTRANS_PROFILE_MAX_BANNER);
+    g_autofree uint8_t *page =
+        g_malloc(KERNEL_ALIGN + FCTRANS_PROFILE_MAX_BANNER);
     size_t plen = strlen(BANNER_PREFIX);
     unsigned i;
 

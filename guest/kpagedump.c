@@ -257,13 +257,24 @@ static int snapshot(void)
     return 0;
 }
 
+static unsigned long num(const char *s)
+{
+    unsigned long v;
+
+    if (sscanf(s, "%lu", &v) != 1) {
+        fprintf(stderr, "kpagedump: not a number: %s\n", s);
+        exit(2);
+    }
+    return v;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && !strcmp(argv[1], "hold")) {
-        hold(strtoul(argv[2], NULL, 0), strtoul(argv[3], NULL, 0));
+        hold(num(argv[2]), num(argv[3]));
     }
     if (argc == 3 && !strcmp(argv[1], "churn")) {
-        return churn(strtoul(argv[2], NULL, 0));
+        return churn(num(argv[2]));
     }
     if (argc == 2 && !strcmp(argv[1], "snapshot")) {
         return snapshot();

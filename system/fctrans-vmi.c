@@ -161,8 +161,9 @@ GuestFreeMemoryInfo *qmp_query_guest_free_memory(const char *profiles,
     }
 
     WITH_RCU_READ_LOCK_GUARD() {
-        flatview_for_each_range(address_space_to_flatview(&address_space_memory),
-                                collect_ram, &ram);
+        FlatView *fv = address_space_to_flatview(&address_space_memory);
+
+        flatview_for_each_range(fv, collect_ram, &ram);
     }
 
     /* Any vCPU in long mode will do: they share the kernel's mappings. */
