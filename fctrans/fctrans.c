@@ -5,4 +5,7 @@
  */
 #include "fctrans.h"
 
-G_DEFINE_QUARK(fctrans-error-quark, fctrans_error)
+GQuark fctrans_error_quark(void)
+{
+    return g_quark_from_static_string("fctrans-error-quark");
+}

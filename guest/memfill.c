@@ -133,6 +133,43 @@ static void on_signal(int sig)
     }
 }
 
+/* A whole decimal (or 0x hex) number, or exit: no silent garbage. */
+static uint64_t parse_number(const char *arg)
+{
+    uint64_t v = 0;
+    unsigned base = 10;
+    const char *p = arg;
+
+    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+        base = 16;
+        p += 2;
+    }
+    if (!*p) {
+        goto bad;
+    }
+    for (; *p; p++) {
+        unsigned d;
+
+        if (*p >= '0' && *p <= '9') {
+            d = *p - '0';
+        } else if (base == 16 && *p >= 'a' && *p <= 'f') {
+            d = *p - 'a' + 10;
+        } else if (base == 16 && *p >= 'A' && *p <= 'F') {
+            d = *p - 'A' + 10;
+        } else {
+            goto bad;
+        }
+        if (v > (UINT64_MAX - d) / base) {
+            goto bad;
+        }
+        v = v * base + d;
+    }
+    return v;
+bad:
+    fprintf(stderr, "memfill: '%s' is not a number\n", arg);
+    exit(2);
+}
+
 static void usage(void)
 {
     fprintf(stderr,
@@ -157,13 +194,13 @@ int main(int argc, char **argv)
     while ((opt = getopt(argc, argv, "m:d:s:p:")) != -1) {
         switch (opt) {
         case 'm':
-            mib = strtoul(optarg, NULL, 0);
+            mib = parse_number(optarg);
             break;
         case 'd':
-            dirty_rate = strtoul(optarg, NULL, 0);
+            dirty_rate = parse_number(optarg);
             break;
         case 's':
-            seed = strtoull(optarg, NULL, 0);
+            seed = parse_number(optarg);
             break;
         case 'p':
             pidfile = optarg;

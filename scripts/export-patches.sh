@@ -27,8 +27,21 @@ git -C "$TREE" rev-parse -q --verify splitmem-base >/dev/null ||
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-git -C "$TREE" format-patch -q --zero-commit --no-signature --no-stat \
+git -C "$TREE" format-patch -q -N --zero-commit --no-signature --no-stat \
     --full-index --no-renames -o "$tmp" splitmem-base..HEAD
+
+# QEMU wants a Signed-off-by on every patch: add the author's where the
+# commit has none. It derives from the patch itself, so exporting again
+# (on any machine, as anyone) gives the same text.
+for p in "$tmp"/*.patch; do
+    [ -e "$p" ] || continue
+    grep -q '^Signed-off-by: ' "$p" && continue
+    author=$(sed -n 's/^From: //p' "$p" | head -n1)
+    awk -v sob="Signed-off-by: $author" '
+        !done && $0 == "---" { print sob; done = 1 }
+        !done && /^diff --git / { print sob; print "---"; done = 1 }
+        { print }' "$p" > "$p.new" && mv "$p.new" "$p"
+done
 
 if [ $CHECK = 1 ]; then
     mkdir -p "$tmp/want"
