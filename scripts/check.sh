@@ -21,11 +21,13 @@ QTESTS=(
     "migration-test:/x86_64/migration/postcopy/plain"
     "qmp-cmd-test:"
     "test-hmp:"
+    "migration-test:/x86_64/migration/split"
 )
 
 # System tests: name:command. Each prints its own findings and exits
 # non-zero on failure.
 SYSTEM_TESTS=(
+    "split-multihost:python3 tests/split/test_multihost.py"
 )
 
 PASS=0

@@ -46,8 +46,9 @@ class Scenario:
         self.src = self.main = None
 
     def _tls_objects(self, endpoint):
+        user = ",username=qemu" if endpoint == "client" else ""
         return ["-object", f"tls-creds-psk,id=tls0,dir={self.psk_dir},"
-                           f"endpoint={endpoint},username=qemu",
+                           f"endpoint={endpoint}{user}",
                 "-object", f"tls-creds-psk,id=subtls,dir={self.psk_dir},"
                            f"endpoint=client,username={VM_NAME}"]
 
@@ -59,8 +60,8 @@ class Scenario:
                          extra=self._tls_objects("client"))
         self.src.serial.wait(r"splitmem-guest: up", 180)
         self.log(f"source: guest booted in {time.monotonic() - t0:.1f} s")
-        m = self.src.serial.wait(r"memfill: ready .*", 900)
-        self.log(f"  guest: {m.group(0)}")
+        m = self.src.serial.wait(r"memfill: ready [^\n]*\n", 900)
+        self.log(f"  guest: {m.group(0).strip()}")
 
     def subhost_params(self):
         cap = (self.mem_mib << 20) // max(1, len(self.subhosts)) + (64 << 20)
@@ -117,8 +118,8 @@ class Scenario:
         """Ask the guest to verify every byte; return (ok, line)."""
         self.main.serial.mark()
         self.main.serial.send("kill -USR1 $(cat /run/memfill.pid)")
-        m = self.main.serial.wait(r"memfill: verify (OK|FAILED).*", timeout)
-        return m.group(1) == "OK", m.group(0)
+        m = self.main.serial.wait(r"memfill: verify (OK|FAILED)[^\n]*\n", timeout)
+        return m.group(1) == "OK", m.group(0).strip()
 
     def quit_source(self):
         if self.src:

@@ -82,9 +82,10 @@ class QMPError(Exception):
 class QMP:
     """A minimal QMP client over a unix socket."""
 
-    def __init__(self, path, timeout=30):
+    def __init__(self, path, timeout=30, alive=None):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        wait_for(lambda: self._try_connect(path), timeout, f"QMP at {path}")
+        wait_for(lambda: (alive and alive()) or self._try_connect(path),
+                 timeout, f"QMP at {path}")
         self.file = self.sock.makefile("rwb")
         self.events = []
         greeting = self._read()
@@ -253,13 +254,16 @@ class Netns:
         at_cleanup(self.delete)
         self.run(["ip", "link", "set", "lo", "up"])
 
+    # nsenter rather than `ip netns exec`: the latter remounts /sys, which
+    # hides the cgroup hierarchy the sub-host launcher needs.
+    def _enter(self, argv):
+        return ["nsenter", f"--net=/run/netns/{self.name}", "--"] + argv
+
     def run(self, argv, **kw):
-        return subprocess.run(["ip", "netns", "exec", self.name] + argv,
-                              check=True, **kw)
+        return subprocess.run(self._enter(argv), check=True, **kw)
 
     def popen(self, argv, **kw):
-        return subprocess.Popen(["ip", "netns", "exec", self.name] + argv,
-                                **kw)
+        return subprocess.Popen(self._enter(argv), **kw)
 
     def delete(self):
         subprocess.run(["ip", "netns", "pids", self.name],
@@ -326,11 +330,13 @@ class Lan:
 
     def tx_bytes(self, ns):
         """Bytes ns has sent onto the segment (its veth's tx counter)."""
-        out = subprocess.run(
-            ["ip", "netns", "exec", ns.name, "cat",
-             f"/sys/class/net/{self.ifname[ns.name]}/statistics/tx_bytes"],
-            check=True, stdout=subprocess.PIPE, text=True).stdout
-        return int(out)
+        out = subprocess.run(ns._enter(["cat", "/proc/net/dev"]), check=True,
+                             stdout=subprocess.PIPE, text=True).stdout
+        for line in out.splitlines():
+            name, _, fields = line.partition(":")
+            if name.strip() == self.ifname[ns.name]:
+                return int(fields.split()[8])
+        raise RuntimeError(f"no {self.ifname[ns.name]} in {ns.name}")
 
     def attach(self, ns):
         """Connect ns to the segment; return its address."""
@@ -389,8 +395,15 @@ class Vm:
         self.proc = popen(argv, stdin=subprocess.DEVNULL,
                           stdout=self.stderr, stderr=subprocess.STDOUT)
         at_cleanup(self.kill)
-        self.qmp = QMP(self.qmp_path)
+        self.qmp = QMP(self.qmp_path, alive=self._check_alive)
         self.serial = Serial(self.serial_path, self.serial_log, echo=echo)
+
+    def _check_alive(self):
+        """Raise with QEMU's own words if it exited; False otherwise."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"QEMU ({self.name}) exited with "
+                               f"{self.proc.returncode}: {self.stderr_text()}")
+        return False
 
     def kill(self):
         if self.proc.poll() is None:
@@ -484,14 +497,16 @@ def psk_credentials(wdir, identities):
     keys = {ident: secrets.token_hex(32) for ident in identities}
     all_dir = os.path.join(wdir, "psk")
     os.makedirs(all_dir, mode=0o700, exist_ok=True)
-    with open(os.path.join(all_dir, "keys.psk"), "w") as f:
+    with open(os.open(os.path.join(all_dir, "keys.psk"),
+                      os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
         for ident, key in keys.items():
             f.write(f"{ident}:{key}\n")
     one = {}
     for ident, key in keys.items():
         d = os.path.join(wdir, f"psk-{ident}")
         os.makedirs(d, mode=0o700, exist_ok=True)
-        with open(os.path.join(d, "keys.psk"), "w") as f:
+        with open(os.open(os.path.join(d, "keys.psk"),
+                          os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
             f.write(f"{ident}:{key}\n")
         one[ident] = d
     return all_dir, one
