@@ -220,5 +220,21 @@ FctransProfile *fctrans_profile_from_vmlinux(const void *data, size_t len,
         return NULL;
     }
     p->max_order = norders - 1;
+
+    /*
+     * What the generator writes, the reader must accept: check the
+     * profile the way a reader will (member offsets inside struct page,
+     * bounds of every field) so that a malformed image fails here.
+     */
+    {
+        g_autofree char *text = fctrans_profile_to_text(p);
+        g_autoptr(FctransProfile) q = NULL;
+
+        q = fctrans_profile_parse(text, strlen(text), errp);
+        if (!q) {
+            g_prefix_error(errp, "kernel %s: ", p->release);
+            return NULL;
+        }
+    }
     return g_steal_pointer(&p);
 }

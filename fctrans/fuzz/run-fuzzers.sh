@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Bounded libFuzzer run of the parsers of untrusted input (BTF, profiles,
+# kernel images), from the seed corpus: builds the project with clang in
+# $SPLITMEM_BUILD/fuzz and runs each target for FUZZ_SECONDS (default 20).
+# Exits non-zero if a target crashes, leaks or hangs; the reproducer is
+# left in $SPLITMEM_BUILD/fuzz/artifacts.
+set -euo pipefail
+
+SRCDIR=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${SPLITMEM_BUILD:-$SRCDIR/build}
+OUT=$BUILD/fuzz
+SECONDS_EACH=${FUZZ_SECONDS:-20}
+TARGETS=(fuzz-btf fuzz-profile fuzz-kimage)
+
+command -v clang >/dev/null || { echo "run-fuzzers: clang is missing (scripts/install-deps.sh)"; exit 1; }
+if [ ! -f "$OUT/build.ninja" ]; then
+    CC=clang meson setup "$OUT" "$SRCDIR" >/dev/null
+fi
+meson compile -C "$OUT" fctrans/fuzz/make-seeds \
+    "${TARGETS[@]/#/fctrans/fuzz/}" >/dev/null
+seeds=$OUT/seeds
+rm -rf "$seeds"
+"$OUT/fctrans/fuzz/make-seeds" "$seeds"
+mkdir -p "$OUT/artifacts"
+
+failed=0
+for t in "${TARGETS[@]}"; do
+    corpus=$OUT/corpus/${t#fuzz-}
+    mkdir -p "$corpus"
+    log=$OUT/$t.log
+    if "$OUT/fctrans/fuzz/$t" -max_total_time="$SECONDS_EACH" \
+        -rss_limit_mb=2048 -timeout=10 -max_len=262144 \
+        -artifact_prefix="$OUT/artifacts/$t-" \
+        "$corpus" "$seeds/${t#fuzz-}" > "$log" 2>&1; then
+        echo "$t: $(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | tail -n1)"
+    else
+        echo "$t: FAILED (log: $log)"
+        grep -E 'ERROR|SUMMARY|Test unit written' "$log" | head -n 5
+        failed=1
+    fi
+done
+exit $failed
