@@ -28,6 +28,9 @@ QTESTS=(
 # non-zero on failure.
 SYSTEM_TESTS=(
     "split-multihost:python3 tests/split/test_multihost.py"
+    "vmi-bookworm:python3 tests/vmi/vmi-validate.py"
+    "vmi-trixie:python3 tests/vmi/vmi-validate.py --kernel-pkg trixie"
+    "fuzz:FUZZ_SECONDS=20 fctrans/fuzz/run-fuzzers.sh"
 )
 
 PASS=0

@@ -97,16 +97,38 @@ def compare(classes, ranges, meminfo):
     }
 
 
+def newest_trixie_kernel():
+    """The newest linux-image-<version>+deb13-amd64 the archive has."""
+    out = subprocess.run(["apt-cache", "search", "--names-only",
+                          r"^linux-image-[0-9.]+\+deb13-amd64$"],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    if not names:
+        raise RuntimeError("no trixie kernel package (run "
+                           "scripts/install-deps.sh for the trixie source)")
+
+    def key(name):
+        ver = name[len("linux-image-"):].split("+")[0]
+        return [int(x) for x in ver.split(".")]
+    return max(names, key=key)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernel-pkg", help="linux-image package of the guest "
-                    "(default: the guest kit's default kernel)")
+                    "(default: the guest kit's default kernel); 'trixie' "
+                    "picks the newest Debian 13 (6.12) amd64 kernel")
     ap.add_argument("--mem", type=int, default=768, help="guest MiB")
     ap.add_argument("--scans", type=int, default=5,
                     help="extra scans for the timing figures")
     args = ap.parse_args()
 
-    kit = sm.guest_kit(args.kernel_pkg)
+    pkg = args.kernel_pkg
+    if pkg == "trixie":
+        pkg = newest_trixie_kernel()
+    if pkg:
+        sm.log(f"kernel package: {pkg}")
+    kit = sm.guest_kit(pkg)
     wdir = sm.workdir("vmi-")
     profdir = os.path.join(wdir, "profiles")
     os.makedirs(profdir)
