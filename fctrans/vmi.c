@@ -170,7 +170,8 @@ static bool banner_matches(const FctransVmiOps *ops, void *opaque,
 
 /*
  * The banner of the running kernel, read from its image mapping, to name
- * the kernel when no profile matches.  Stops at the first hit.
+ * the kernel when no profile matches: the first one with a build number,
+ * else the first one.
  */
 static char *find_running_banner(const FctransVmiOps *ops, void *opaque,
                                  uint64_t pgd, bool la57,
@@ -179,6 +180,7 @@ static char *find_running_banner(const FctransVmiOps *ops, void *opaque,
     g_autofree uint8_t *page =
         g_malloc(KERNEL_ALIGN + FCTRANS_PROFILE_MAX_BANNER);
     size_t plen = strlen(BANNER_PREFIX);
+    g_autofree char *first = NULL;
     unsigned i;
 
     for (i = 0; i < ncands; i++) {
@@ -212,12 +214,20 @@ static char *find_running_banner(const FctransVmiOps *ops, void *opaque,
                     }
                 }
                 if (!*c) {
-                    return g_steal_pointer(&s);
+                    const char *h = strstr(s, " #");
+
+                    /* The printed banner has the build number "#<n>". */
+                    if (h && g_ascii_isdigit(h[2])) {
+                        return g_steal_pointer(&s);
+                    }
+                    if (!first) {
+                        first = g_steal_pointer(&s);
+                    }
                 }
             }
         }
     }
-    return NULL;
+    return g_steal_pointer(&first);
 }
 
 /* Mapped 2 MiB slots of the kernel image region, lowest first. */
