@@ -249,7 +249,7 @@ class Netns:
 
     def __init__(self, name):
         Netns._seq += 1
-        self.name = f"sm{os.getpid() % 100000}-{name}"
+        self.name = f"sm{os.getpid() % 100000}-{Netns._seq}-{name}"
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         at_cleanup(self.delete)
         self.run(["ip", "link", "set", "lo", "up"])
@@ -280,6 +280,27 @@ class Netns:
                        stderr=subprocess.DEVNULL)
 
 
+def shape(ns, ifc, rate=None, delay=None):
+    """Shape what ns sends on ifc: a token bucket at rate (tbf is in
+    every kernel config), and a netem delay if one is asked for (not
+    every kernel has netem: then this fails loudly)."""
+    parent = ["root"]
+    if delay:
+        ns.run(["tc", "qdisc", "add", "dev", ifc, "root", "handle", "1:",
+                "netem", "delay", delay, "limit", "100000"])
+        parent = ["parent", "1:1"]
+    if rate:
+        # A 1 ms burst at the rate, at least 64 KiB (TSO segments).
+        bits = float(rate.lower().rstrip("bit").rstrip("k").rstrip("m")
+                     .rstrip("g"))
+        unit = {"k": 1e3, "m": 1e6, "g": 1e9}.get(
+            rate.lower().rstrip("bit")[-1:], 1)
+        burst = max(65536, int(bits * unit / 8 / 1000))
+        ns.run(["tc", "qdisc", "add", "dev", ifc] + parent +
+               ["tbf", "rate", rate, "burst", str(burst),
+                "latency", "50ms"])
+
+
 _link_seq = [0]
 
 
@@ -301,13 +322,7 @@ def link(a, b, rate=None, delay=None):
     for ns, ifc, addr in ((a, ia, addr_a), (b, ib, addr_b)):
         ns.run(["ip", "addr", "add", f"{addr}/30", "dev", ifc])
         ns.run(["ip", "link", "set", ifc, "up"])
-        if rate or delay:
-            qd = ["tc", "qdisc", "add", "dev", ifc, "root", "netem"]
-            if delay:
-                qd += ["delay", delay]
-            if rate:
-                qd += ["rate", rate]
-            ns.run(qd + ["limit", "100000"])
+        shape(ns, ifc, rate, delay)
     return addr_a, addr_b
 
 
@@ -356,13 +371,7 @@ class Lan:
         self.ifname[ns.name] = host_if
         ns.run(["ip", "addr", "add", f"{addr}/24", "dev", host_if])
         ns.run(["ip", "link", "set", host_if, "up"])
-        if self.rate or self.delay:
-            qd = ["tc", "qdisc", "add", "dev", host_if, "root", "netem"]
-            if self.delay:
-                qd += ["delay", self.delay]
-            if self.rate:
-                qd += ["rate", self.rate]
-            ns.run(qd + ["limit", "100000"])
+        shape(ns, host_if, self.rate, self.delay)
         return addr
 
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# `make bench`: every benchmark, each printing its figures beside the
+# reference it is measured against in the same run (never asserted: these
+# machines are shared and noisy).
+#   scripts/bench.sh [subhost|split]...
+set -euo pipefail
+
+SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${SPLITMEM_BUILD:-$SRCDIR/build}
+which=("$@")
+[ ${#which[@]} -gt 0 ] || which=(subhost split)
+
+for b in "${which[@]}"; do
+    case "$b" in
+    subhost)
+        echo "=== sub-host channel against nbdkit, beside plain TCP ==="
+        "$BUILD/splitmem/bench/subhost-bench" ;;
+    split)
+        echo "=== split migration against QEMU's precopy (1 Gbit/s link) ==="
+        python3 "$SRCDIR/bench/split-migration.py" ;;
+    *)
+        echo "bench: unknown benchmark '$b' (subhost, split)" >&2; exit 2 ;;
+    esac
+done
