@@ -17,6 +17,8 @@
  * - libnbd closes its socket when the connection dies, and the descriptor
  *   number may be reused at once, so the lane polls and shuts down a dup()
  *   of it that only we close.
+ * - Locks are pthread ones rather than GMutex, so that ThreadSanitizer
+ *   can check this file (glib's futex-based mutexes are invisible to it).
  * - The first lane to fail fails the whole sub-host: the other lanes are
  *   shut down too, every request in flight completes with an error, and
  *   the caller sees one consistent failure.
@@ -28,6 +30,7 @@
 #include <limits.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -95,7 +98,7 @@ struct SubhostLane {
     int wake_fd;                /* eventfd: new work, failure, close */
     GThread *thread;
 
-    GMutex lock;                /* protects everything below */
+    pthread_mutex_t lock;                /* protects everything below */
     SubhostList in_flight;      /* oldest first */
     SubhostList done;           /* completed, callback not yet run */
     bool failed;                /* no new requests; thread exits when idle */
@@ -125,18 +128,18 @@ struct FctransSubhost {
      * Submitters hold it for reading while they touch a lane's handle;
      * reconnect and close take it for writing to replace handles.
      */
-    GRWLock handles_lock;
+    pthread_rwlock_t handles_lock;
     /* Serializes fctrans_subhost_reconnect() and close. */
-    GMutex reconnect_lock;
+    pthread_mutex_t reconnect_lock;
 
     /* Set (with failure) on the first lane failure; atomic for readers. */
     int failed;
     int closing;
-    GMutex fail_lock;
+    pthread_mutex_t fail_lock;
     char *failure;
 
     /* Capacity accounting, one bit per page. */
-    GMutex acct_lock;
+    pthread_mutex_t acct_lock;
     unsigned long *bitmap;
     uint64_t npages;
     uint64_t capacity;
@@ -144,8 +147,8 @@ struct FctransSubhost {
 
     /* Requests accepted and whose callback has not returned (atomic). */
     uint64_t in_flight;
-    GMutex drain_lock;
-    GCond drain_cond;
+    pthread_mutex_t drain_lock;
+    pthread_cond_t drain_cond;
     GError *first_error;
 
     /* Statistics, updated with relaxed atomics. */
@@ -302,12 +305,12 @@ static bool subhost_charge(FctransSubhost *sh, uint64_t offset, size_t len,
     uint64_t n = len >> sh->page_shift;
     uint64_t fresh;
 
-    g_mutex_lock(&sh->acct_lock);
+    pthread_mutex_lock(&sh->acct_lock);
     fresh = bitmap_update(sh->bitmap, first, n, true, true) << sh->page_shift;
     if (sh->used + fresh > sh->capacity) {
         uint64_t used = sh->used;
 
-        g_mutex_unlock(&sh->acct_lock);
+        pthread_mutex_unlock(&sh->acct_lock);
         stat_add(&sh->nospace, 1);
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_NOSPACE,
                     "sub-host %s: out of capacity: %" PRIu64 " of %" PRIu64
@@ -318,7 +321,7 @@ static bool subhost_charge(FctransSubhost *sh, uint64_t offset, size_t len,
     }
     bitmap_update(sh->bitmap, first, n, true, false);
     sh->used += fresh;
-    g_mutex_unlock(&sh->acct_lock);
+    pthread_mutex_unlock(&sh->acct_lock);
     return true;
 }
 
@@ -327,10 +330,10 @@ static void subhost_uncharge(FctransSubhost *sh, uint64_t offset, size_t len)
     uint64_t first = offset >> sh->page_shift;
     uint64_t n = len >> sh->page_shift;
 
-    g_mutex_lock(&sh->acct_lock);
+    pthread_mutex_lock(&sh->acct_lock);
     sh->used -= bitmap_update(sh->bitmap, first, n, false, false)
                 << sh->page_shift;
-    g_mutex_unlock(&sh->acct_lock);
+    pthread_mutex_unlock(&sh->acct_lock);
 }
 
 bool fctrans_subhost_page_stored(FctransSubhost *sh, uint64_t offset)
@@ -341,9 +344,9 @@ bool fctrans_subhost_page_stored(FctransSubhost *sh, uint64_t offset)
     if (page >= sh->npages) {
         return false;
     }
-    g_mutex_lock(&sh->acct_lock);
+    pthread_mutex_lock(&sh->acct_lock);
     ret = sh->bitmap[page / BITS_PER_WORD] & (1ul << (page % BITS_PER_WORD));
-    g_mutex_unlock(&sh->acct_lock);
+    pthread_mutex_unlock(&sh->acct_lock);
     return ret;
 }
 
@@ -402,19 +405,19 @@ static void subhost_fail(FctransSubhost *sh, const char *why)
 {
     unsigned i;
 
-    g_mutex_lock(&sh->fail_lock);
+    pthread_mutex_lock(&sh->fail_lock);
     if (!sh->failure) {
         sh->failure = g_strdup(why);
     }
     __atomic_store_n(&sh->failed, 1, __ATOMIC_RELEASE);
-    g_mutex_unlock(&sh->fail_lock);
+    pthread_mutex_unlock(&sh->fail_lock);
 
     for (i = 0; i < sh->nlanes; i++) {
         SubhostLane *lane = &sh->lane[i];
 
-        g_mutex_lock(&lane->lock);
+        pthread_mutex_lock(&lane->lock);
         lane->failed = true;
-        g_mutex_unlock(&lane->lock);
+        pthread_mutex_unlock(&lane->lock);
         if (lane->sock >= 0) {
             shutdown(lane->sock, SHUT_RDWR);
         }
@@ -427,9 +430,9 @@ static char *subhost_failure(FctransSubhost *sh)
 {
     char *s;
 
-    g_mutex_lock(&sh->fail_lock);
+    pthread_mutex_lock(&sh->fail_lock);
     s = g_strdup(sh->failure ? sh->failure : "connection lost");
-    g_mutex_unlock(&sh->fail_lock);
+    pthread_mutex_unlock(&sh->fail_lock);
     return s;
 }
 
@@ -438,9 +441,9 @@ static char *subhost_failure(FctransSubhost *sh)
 static void subhost_request_finished(FctransSubhost *sh)
 {
     if (__atomic_sub_fetch(&sh->in_flight, 1, __ATOMIC_ACQ_REL) == 0) {
-        g_mutex_lock(&sh->drain_lock);
-        g_cond_broadcast(&sh->drain_cond);
-        g_mutex_unlock(&sh->drain_lock);
+        pthread_mutex_lock(&sh->drain_lock);
+        pthread_cond_broadcast(&sh->drain_cond);
+        pthread_mutex_unlock(&sh->drain_lock);
     }
 }
 
@@ -500,12 +503,12 @@ static void subhost_complete(FctransSubhost *sh, SubhostReq *req)
     req->done(req->opaque, err);
 
     if (err) {
-        g_mutex_lock(&sh->drain_lock);
+        pthread_mutex_lock(&sh->drain_lock);
         if (!sh->first_error) {
             sh->first_error = err;
             err = NULL;
         }
-        g_mutex_unlock(&sh->drain_lock);
+        pthread_mutex_unlock(&sh->drain_lock);
         g_clear_error(&err);
     }
     g_free(req);
@@ -518,10 +521,10 @@ static void lane_deliver(SubhostLane *lane)
     for (;;) {
         SubhostReq *req;
 
-        g_mutex_lock(&lane->lock);
+        pthread_mutex_lock(&lane->lock);
         req = lane->done.head;
         lane->done.head = lane->done.tail = NULL;
-        g_mutex_unlock(&lane->lock);
+        pthread_mutex_unlock(&lane->lock);
         if (!req) {
             return;
         }
@@ -554,10 +557,10 @@ static int subhost_nbd_done(void *user_data, int *error)
 
         subhost_fail(lane->sh, nbd_error_text(msg));
     }
-    g_mutex_lock(&lane->lock);
+    pthread_mutex_lock(&lane->lock);
     list_remove(&lane->in_flight, req);
     list_append(&lane->done, req);
-    g_mutex_unlock(&lane->lock);
+    pthread_mutex_unlock(&lane->lock);
     if (current_lane != lane) {
         lane_wake(lane);
     }
@@ -578,14 +581,14 @@ static int lane_poll_timeout(SubhostLane *lane, int64_t now)
     int64_t timeout_ns = (int64_t)sh->request_timeout_ms * 1000000;
     int64_t wait_ns = timeout_ns;
 
-    g_mutex_lock(&lane->lock);
+    pthread_mutex_lock(&lane->lock);
     if (lane->in_flight.head) {
         wait_ns = lane->in_flight.head->start_ns + timeout_ns - now;
     }
     if (lane->disconnecting) {
         wait_ns = MIN(wait_ns, lane->disconnect_deadline_ns - now);
     }
-    g_mutex_unlock(&lane->lock);
+    pthread_mutex_unlock(&lane->lock);
 
     /*
      * An idle lane wakes once per request timeout: a request submitted
@@ -605,7 +608,7 @@ static void lane_check_timeouts(SubhostLane *lane, int64_t now)
     bool expired = false, disconnect_expired = false;
     g_autofree char *why = NULL;
 
-    g_mutex_lock(&lane->lock);
+    pthread_mutex_lock(&lane->lock);
     if (lane->in_flight.head &&
         now - lane->in_flight.head->start_ns >= timeout_ns) {
         SubhostReq *r = lane->in_flight.head;
@@ -619,7 +622,7 @@ static void lane_check_timeouts(SubhostLane *lane, int64_t now)
     if (lane->disconnecting && now >= lane->disconnect_deadline_ns) {
         disconnect_expired = true;
     }
-    g_mutex_unlock(&lane->lock);
+    pthread_mutex_unlock(&lane->lock);
 
     if (expired) {
         subhost_fail(sh, why);
@@ -632,9 +635,9 @@ static bool lane_idle_and_failed(SubhostLane *lane)
 {
     bool ret;
 
-    g_mutex_lock(&lane->lock);
+    pthread_mutex_lock(&lane->lock);
     ret = lane->failed && !lane->in_flight.head && !lane->done.head;
-    g_mutex_unlock(&lane->lock);
+    pthread_mutex_unlock(&lane->lock);
     return ret;
 }
 
@@ -700,13 +703,13 @@ static gpointer lane_thread(gpointer opaque)
             }
         }
         if (lane_nbd_finished(lane)) {
-            g_mutex_lock(&lane->lock);
+            pthread_mutex_lock(&lane->lock);
             if (!lane->failed && !lane->disconnecting) {
-                g_mutex_unlock(&lane->lock);
+                pthread_mutex_unlock(&lane->lock);
                 subhost_fail(sh, "server closed the connection");
             } else {
                 lane->failed = true;
-                g_mutex_unlock(&lane->lock);
+                pthread_mutex_unlock(&lane->lock);
             }
         }
         lane_deliver(lane);
@@ -1173,14 +1176,14 @@ static void subhost_free(FctransSubhost *sh)
         if (lane->wake_fd >= 0) {
             close(lane->wake_fd);
         }
-        g_mutex_clear(&lane->lock);
+        pthread_mutex_destroy(&lane->lock);
     }
-    g_rw_lock_clear(&sh->handles_lock);
-    g_mutex_clear(&sh->reconnect_lock);
-    g_mutex_clear(&sh->fail_lock);
-    g_mutex_clear(&sh->acct_lock);
-    g_mutex_clear(&sh->drain_lock);
-    g_cond_clear(&sh->drain_cond);
+    pthread_rwlock_destroy(&sh->handles_lock);
+    pthread_mutex_destroy(&sh->reconnect_lock);
+    pthread_mutex_destroy(&sh->fail_lock);
+    pthread_mutex_destroy(&sh->acct_lock);
+    pthread_mutex_destroy(&sh->drain_lock);
+    pthread_cond_destroy(&sh->drain_cond);
     g_clear_error(&sh->first_error);
     g_free(sh->bitmap);
     g_free(sh->failure);
@@ -1197,6 +1200,7 @@ FctransSubhost *fctrans_subhost_open(const FctransSubhostConfig *cfg,
 {
     static const char *const lane_names[LANE__MAX] = { "urgent", "bulk" };
     struct nbd_handle *nbd[LANE__MAX];
+    pthread_rwlockattr_t rwattr;
     FctransSubhost *sh;
     unsigned i;
 
@@ -1223,19 +1227,24 @@ FctransSubhost *fctrans_subhost_open(const FctransSubhostConfig *cfg,
     sh->request_timeout_ms = cfg->request_timeout_ms ?
                              cfg->request_timeout_ms :
                              SUBHOST_DEFAULT_REQUEST_MS;
-    g_rw_lock_init(&sh->handles_lock);
-    g_mutex_init(&sh->reconnect_lock);
-    g_mutex_init(&sh->fail_lock);
-    g_mutex_init(&sh->acct_lock);
-    g_mutex_init(&sh->drain_lock);
-    g_cond_init(&sh->drain_cond);
+    /* Prefer the writer: reconnect must not starve behind submitters. */
+    pthread_rwlockattr_init(&rwattr);
+    pthread_rwlockattr_setkind_np(&rwattr,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&sh->handles_lock, &rwattr);
+    pthread_rwlockattr_destroy(&rwattr);
+    pthread_mutex_init(&sh->reconnect_lock, NULL);
+    pthread_mutex_init(&sh->fail_lock, NULL);
+    pthread_mutex_init(&sh->acct_lock, NULL);
+    pthread_mutex_init(&sh->drain_lock, NULL);
+    pthread_cond_init(&sh->drain_cond, NULL);
     for (i = 0; i < LANE__MAX; i++) {
         SubhostLane *lane = &sh->lane[i];
 
         lane->sh = sh;
         lane->name = lane_names[i];
         lane->sock = -1;
-        g_mutex_init(&lane->lock);
+        pthread_mutex_init(&lane->lock, NULL);
         lane->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (lane->wake_fd < 0) {
             g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_FAILED,
@@ -1315,19 +1324,19 @@ void fctrans_subhost_close(FctransSubhost *sh)
     g_assert(!current_lane);
     __atomic_store_n(&sh->closing, 1, __ATOMIC_RELEASE);
 
-    g_mutex_lock(&sh->reconnect_lock);
-    g_mutex_lock(&sh->fail_lock);
+    pthread_mutex_lock(&sh->reconnect_lock);
+    pthread_mutex_lock(&sh->fail_lock);
     if (!sh->failure) {
         sh->failure = g_strdup("the sub-host channel was closed");
     }
     __atomic_store_n(&sh->failed, 1, __ATOMIC_RELEASE);
-    g_mutex_unlock(&sh->fail_lock);
+    pthread_mutex_unlock(&sh->fail_lock);
 
     /*
      * Say goodbye on idle connections (NBD_CMD_DISC), so that the server
      * sees an orderly disconnect; abort busy ones: their requests fail.
      */
-    g_rw_lock_reader_lock(&sh->handles_lock);
+    pthread_rwlock_rdlock(&sh->handles_lock);
     for (i = 0; i < sh->nlanes; i++) {
         SubhostLane *lane = &sh->lane[i];
         bool idle;
@@ -1335,7 +1344,7 @@ void fctrans_subhost_close(FctransSubhost *sh)
         if (!lane->nbd) {
             continue;
         }
-        g_mutex_lock(&lane->lock);
+        pthread_mutex_lock(&lane->lock);
         idle = !lane->failed && !lane->in_flight.head;
         lane->failed = true;
         if (idle) {
@@ -1343,13 +1352,13 @@ void fctrans_subhost_close(FctransSubhost *sh)
             lane->disconnect_deadline_ns = now_ns() +
                                            SUBHOST_DISCONNECT_MS * 1000000ll;
         }
-        g_mutex_unlock(&lane->lock);
+        pthread_mutex_unlock(&lane->lock);
         if (!idle || nbd_aio_disconnect(lane->nbd, 0) == -1) {
             shutdown(lane->sock, SHUT_RDWR);
         }
         lane_wake(lane);
     }
-    g_rw_lock_reader_unlock(&sh->handles_lock);
+    pthread_rwlock_unlock(&sh->handles_lock);
 
     for (i = 0; i < sh->nlanes; i++) {
         if (sh->lane[i].thread) {
@@ -1358,9 +1367,9 @@ void fctrans_subhost_close(FctransSubhost *sh)
         }
     }
     /* No submitter may still be inside libnbd with our handles. */
-    g_rw_lock_writer_lock(&sh->handles_lock);
-    g_rw_lock_writer_unlock(&sh->handles_lock);
-    g_mutex_unlock(&sh->reconnect_lock);
+    pthread_rwlock_wrlock(&sh->handles_lock);
+    pthread_rwlock_unlock(&sh->handles_lock);
+    pthread_mutex_unlock(&sh->reconnect_lock);
 
     g_assert(__atomic_load_n(&sh->in_flight, __ATOMIC_ACQUIRE) == 0);
     subhost_free(sh);
@@ -1415,8 +1424,11 @@ static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
     int64_t cookie;
     bool refused;
 
+    size_t max = op == FCTRANS_SUBHOST_OP_TRIM ? FCTRANS_SUBHOST_MAX_TRIM
+                                               : FCTRANS_SUBHOST_MAX_REQUEST;
+
     if (!done || (!buf && op != FCTRANS_SUBHOST_OP_TRIM) || !len ||
-        len > FCTRANS_SUBHOST_MAX_REQUEST ||
+        len > max ||
         ((offset | len) & (sh->page_size - 1)) ||
         offset > sh->export_size || len > sh->export_size - offset ||
         (flags & ~(FCTRANS_SUBHOST_REQ_URGENT | FCTRANS_SUBHOST_REQ_BULK)) ||
@@ -1425,10 +1437,9 @@ static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
         stat_add(&sh->refused, 1);
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
                     "sub-host %s: invalid %s of %zu bytes at 0x%" PRIx64
-                    " (page size %u, at most %u bytes, export %" PRIu64
+                    " (page size %u, at most %zu bytes, export %" PRIu64
                     " bytes, flags 0x%x)", sh->id, op_names[op], len,
-                    offset, sh->page_size, FCTRANS_SUBHOST_MAX_REQUEST,
-                    sh->export_size, flags);
+                    offset, sh->page_size, max, sh->export_size, flags);
         return false;
     }
     if (subhost_is_failed(sh)) {
@@ -1462,7 +1473,7 @@ static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
         .user_data = req,
     };
 
-    g_rw_lock_reader_lock(&sh->handles_lock);
+    pthread_rwlock_rdlock(&sh->handles_lock);
     lane = &sh->lane[li];
     req->lane = lane;
     __atomic_add_fetch(&sh->in_flight, 1, __ATOMIC_ACQ_REL);
@@ -1470,17 +1481,17 @@ static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
      * The request must be on the in-flight list before libnbd sees it: its
      * reply can complete on the lane thread before nbd_aio_*() returns.
      */
-    g_mutex_lock(&lane->lock);
+    pthread_mutex_lock(&lane->lock);
     refused = lane->failed;
     if (!refused) {
         req->start_ns = now_ns();
         list_append(&lane->in_flight, req);
     }
-    g_mutex_unlock(&lane->lock);
+    pthread_mutex_unlock(&lane->lock);
     if (refused) {
         g_free(req);
         subhost_request_finished(sh);
-        g_rw_lock_reader_unlock(&sh->handles_lock);
+        pthread_rwlock_unlock(&sh->handles_lock);
         return subhost_refuse_failed(sh, errp);
     }
 
@@ -1502,13 +1513,13 @@ static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
         /* libnbd did not queue it, and will not call the callback. */
         const char *msg = nbd_get_error();
 
-        g_mutex_lock(&lane->lock);
+        pthread_mutex_lock(&lane->lock);
         list_remove(&lane->in_flight, req);
-        g_mutex_unlock(&lane->lock);
+        pthread_mutex_unlock(&lane->lock);
         lane_wake(lane); /* it may be waiting for the list to empty */
         g_free(req);
         subhost_request_finished(sh);
-        g_rw_lock_reader_unlock(&sh->handles_lock);
+        pthread_rwlock_unlock(&sh->handles_lock);
         stat_add(&sh->refused, 1);
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_IO,
                     "sub-host %s: cannot send %s of %zu bytes at 0x%" PRIx64
@@ -1524,7 +1535,7 @@ static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
         current_lane != lane) {
         lane_wake(lane);
     }
-    g_rw_lock_reader_unlock(&sh->handles_lock);
+    pthread_rwlock_unlock(&sh->handles_lock);
     return true;
 }
 
@@ -1558,11 +1569,11 @@ bool fctrans_subhost_trim(FctransSubhost *sh, uint64_t offset, size_t len,
 
 static void subhost_wait_idle(FctransSubhost *sh)
 {
-    g_mutex_lock(&sh->drain_lock);
+    pthread_mutex_lock(&sh->drain_lock);
     while (__atomic_load_n(&sh->in_flight, __ATOMIC_ACQUIRE)) {
-        g_cond_wait(&sh->drain_cond, &sh->drain_lock);
+        pthread_cond_wait(&sh->drain_cond, &sh->drain_lock);
     }
-    g_mutex_unlock(&sh->drain_lock);
+    pthread_mutex_unlock(&sh->drain_lock);
 }
 
 bool fctrans_subhost_drain(FctransSubhost *sh, GError **errp)
@@ -1573,10 +1584,10 @@ bool fctrans_subhost_drain(FctransSubhost *sh, GError **errp)
         return false;
     }
     subhost_wait_idle(sh);
-    g_mutex_lock(&sh->drain_lock);
+    pthread_mutex_lock(&sh->drain_lock);
     err = sh->first_error;
     sh->first_error = NULL;
-    g_mutex_unlock(&sh->drain_lock);
+    pthread_mutex_unlock(&sh->drain_lock);
     if (err) {
         g_propagate_error(errp, err);
         return false;
@@ -1585,8 +1596,8 @@ bool fctrans_subhost_drain(FctransSubhost *sh, GError **errp)
 }
 
 typedef struct SyncWait {
-    GMutex lock;
-    GCond cond;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
     bool done;
     GError *err;
 } SyncWait;
@@ -1595,11 +1606,11 @@ static void sync_done(void *opaque, const GError *err)
 {
     SyncWait *w = opaque;
 
-    g_mutex_lock(&w->lock);
+    pthread_mutex_lock(&w->lock);
     w->err = err ? g_error_copy(err) : NULL;
     w->done = true;
-    g_cond_signal(&w->cond);
-    g_mutex_unlock(&w->lock);
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
 }
 
 static bool subhost_sync(FctransSubhost *sh, FctransSubhostOp op,
@@ -1612,22 +1623,22 @@ static bool subhost_sync(FctransSubhost *sh, FctransSubhostOp op,
     if (on_channel_thread(sh, op_names[op], errp)) {
         return false;
     }
-    g_mutex_init(&w.lock);
-    g_cond_init(&w.cond);
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
     ok = subhost_submit(sh, op, offset, len, buf, 0, sync_done, &w, errp);
     if (ok) {
-        g_mutex_lock(&w.lock);
+        pthread_mutex_lock(&w.lock);
         while (!w.done) {
-            g_cond_wait(&w.cond, &w.lock);
+            pthread_cond_wait(&w.cond, &w.lock);
         }
-        g_mutex_unlock(&w.lock);
+        pthread_mutex_unlock(&w.lock);
         if (w.err) {
             g_propagate_error(errp, w.err);
             ok = false;
         }
     }
-    g_mutex_clear(&w.lock);
-    g_cond_clear(&w.cond);
+    pthread_mutex_destroy(&w.lock);
+    pthread_cond_destroy(&w.cond);
     return ok;
 }
 
@@ -1666,7 +1677,7 @@ bool fctrans_subhost_reconnect(FctransSubhost *sh, GError **errp)
     if (on_channel_thread(sh, "reconnect", errp)) {
         return false;
     }
-    g_mutex_lock(&sh->reconnect_lock);
+    pthread_mutex_lock(&sh->reconnect_lock);
     if (__atomic_load_n(&sh->closing, __ATOMIC_ACQUIRE)) {
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_IO,
                     "sub-host %s: the channel is closing", sh->id);
@@ -1692,7 +1703,7 @@ bool fctrans_subhost_reconnect(FctransSubhost *sh, GError **errp)
     }
     g_assert(sh->nlanes == nlanes);
 
-    g_rw_lock_writer_lock(&sh->handles_lock);
+    pthread_rwlock_wrlock(&sh->handles_lock);
     for (i = 0; i < sh->nlanes; i++) {
         SubhostLane *lane = &sh->lane[i];
 
@@ -1704,20 +1715,20 @@ bool fctrans_subhost_reconnect(FctransSubhost *sh, GError **errp)
                 nbd_close(nbd[j]);
             }
             subhost_fail(sh, "reconnect failed");
-            g_rw_lock_writer_unlock(&sh->handles_lock);
+            pthread_rwlock_unlock(&sh->handles_lock);
             goto out;
         }
     }
-    g_mutex_lock(&sh->fail_lock);
+    pthread_mutex_lock(&sh->fail_lock);
     g_clear_pointer(&sh->failure, g_free);
     __atomic_store_n(&sh->failed, 0, __ATOMIC_RELEASE);
-    g_mutex_unlock(&sh->fail_lock);
-    g_rw_lock_writer_unlock(&sh->handles_lock);
+    pthread_mutex_unlock(&sh->fail_lock);
+    pthread_rwlock_unlock(&sh->handles_lock);
     stat_add(&sh->reconnects, 1);
     ok = true;
 
 out:
-    g_mutex_unlock(&sh->reconnect_lock);
+    pthread_mutex_unlock(&sh->reconnect_lock);
     return ok;
 }
 
@@ -1747,10 +1758,10 @@ void fctrans_subhost_get_stats(FctransSubhost *sh, FctransSubhostStats *st)
     st->nospace = stat_get(&sh->nospace);
     st->reconnects = stat_get(&sh->reconnects);
     st->connected = !subhost_is_failed(sh);
-    g_mutex_lock(&sh->acct_lock);
+    pthread_mutex_lock(&sh->acct_lock);
     st->capacity_used = sh->used;
     st->capacity_total = sh->capacity;
-    g_mutex_unlock(&sh->acct_lock);
+    pthread_mutex_unlock(&sh->acct_lock);
 }
 
 void fctrans_subhost_reset_stats(FctransSubhost *sh)

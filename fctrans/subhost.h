@@ -123,8 +123,10 @@ typedef enum FctransSubhostOp {
 #define FCTRANS_SUBHOST_REQ_URGENT  (1u << 0) /* use the urgent lane */
 #define FCTRANS_SUBHOST_REQ_BULK    (1u << 1) /* use the bulk lane */
 
-/* Largest request accepted (bytes); larger transfers must be split. */
+/* Largest read or write accepted (bytes); split larger transfers. */
 #define FCTRANS_SUBHOST_MAX_REQUEST (32u * 1024 * 1024)
+/* Largest trim accepted (bytes): no payload, but a 32-bit wire length. */
+#define FCTRANS_SUBHOST_MAX_TRIM    (1u << 31)
 
 /*
  * Completion callback: @err is NULL on success; otherwise it describes the
@@ -157,9 +159,9 @@ unsigned fctrans_subhost_lanes(const FctransSubhost *sh);
 
 /*
  * Asynchronous requests. @offset and @len must be multiples of the page
- * size, @len at most FCTRANS_SUBHOST_MAX_REQUEST, the range inside the
- * export. @buf must stay valid (and, for writes, unchanged) until @done
- * runs. Returns true when the request was accepted: @done will be called
+ * size, @len at most FCTRANS_SUBHOST_MAX_REQUEST (FCTRANS_SUBHOST_MAX_TRIM
+ * for a trim), the range inside the export. @buf must stay valid (and, for
+ * writes, unchanged) until @done runs. Returns true when the request was accepted: @done will be called
  * exactly once. Returns false with @errp set when it was refused at once
  * (invalid request, FCTRANS_ERROR_NOSPACE, sub-host failed or closing):
  * @done will not be called.

@@ -23,6 +23,39 @@ static char *launcher;
 static char *creds_tool;
 static unsigned server_seq;
 
+/*
+ * Servers still running, killed if the test aborts: a stopped (SIGSTOP)
+ * nbdkit cannot notice that its parent died.
+ */
+#define MAX_SERVERS 64
+static volatile pid_t live_pids[MAX_SERVERS];
+
+static void track_pid(pid_t pid, bool add)
+{
+    unsigned i;
+
+    for (i = 0; i < MAX_SERVERS; i++) {
+        if (add ? live_pids[i] == 0 : live_pids[i] == pid) {
+            live_pids[i] = add ? pid : 0;
+            return;
+        }
+    }
+    g_assert(!add);
+}
+
+static void abort_handler(int sig)
+{
+    unsigned i;
+
+    for (i = 0; i < MAX_SERVERS; i++) {
+        if (live_pids[i] > 0) {
+            kill(live_pids[i], SIGKILL);
+        }
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 const char *subhost_test_tmpdir(void)
 {
     return tmpdir;
@@ -129,6 +162,7 @@ void subhost_test_init(int *argc, char ***argv)
     g_test_init(argc, argv, NULL);
     /* A server killed under us must not kill the test. */
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGABRT, abort_handler);
 
     for (i = 0; i < G_N_ELEMENTS(tools); i++) {
         g_autofree char *p = g_find_program_in_path(tools[i]);
@@ -254,10 +288,12 @@ static bool server_spawn(SubhostTestServer *s, const char *size,
                        &err)) {
         g_error("cannot start %s: %s", launcher, err->message);
     }
+    track_pid(s->pid, true);
     while (!g_file_test(s->pidfile, G_FILE_TEST_EXISTS)) {
         int status;
 
         if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            track_pid(s->pid, false);
             s->pid = 0;
             return false;       /* it failed: port taken, bad option... */
         }
@@ -323,12 +359,21 @@ void subhost_test_server_restart(SubhostTestServer *s, const char *size,
 
 void subhost_test_server_signal(SubhostTestServer *s, int sig)
 {
+    int status;
+
     g_assert(s->pid > 0);
     kill(s->pid, sig);
     if (sig == SIGKILL) {
         waitpid(s->pid, NULL, 0);
         g_spawn_close_pid(s->pid);
+        track_pid(s->pid, false);
         s->pid = 0;
+    } else if (sig == SIGSTOP) {
+        /* kill() returns before the process has stopped: wait for it. */
+        if (waitpid(s->pid, &status, WUNTRACED) != s->pid ||
+            !WIFSTOPPED(status)) {
+            g_error("nbdkit for %s did not stop", s->vm);
+        }
     }
 }
 
@@ -338,10 +383,11 @@ void subhost_test_server_stop(SubhostTestServer *s)
         return;
     }
     if (s->pid > 0) {
-        kill(s->pid, SIGCONT);
-        kill(s->pid, SIGTERM);
+        /* SIGKILL: nbdkit waits for its clients on SIGTERM. */
+        kill(s->pid, SIGKILL);
         waitpid(s->pid, NULL, 0);
         g_spawn_close_pid(s->pid);
+        track_pid(s->pid, false);
     }
     if (s->sock_path) {
         g_unlink(s->sock_path);

@@ -6,9 +6,12 @@
 #include "subhost.h"
 #include "test-subhost-util.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <unistd.h>
@@ -63,8 +66,8 @@ static bool all_zero(const uint8_t *buf, size_t len)
 /* Counting completions of asynchronous batches */
 
 typedef struct Batch {
-    GMutex lock;
-    GCond cond;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
     unsigned submitted;
     unsigned ok;
     unsigned failed;
@@ -75,14 +78,14 @@ typedef struct Batch {
 static void batch_init(Batch *b)
 {
     memset(b, 0, sizeof(*b));
-    g_mutex_init(&b->lock);
-    g_cond_init(&b->cond);
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_cond_init(&b->cond, NULL);
 }
 
 static void batch_clear(Batch *b)
 {
-    g_mutex_clear(&b->lock);
-    g_cond_clear(&b->cond);
+    pthread_mutex_destroy(&b->lock);
+    pthread_cond_destroy(&b->cond);
     g_clear_error(&b->first);
 }
 
@@ -90,7 +93,7 @@ static void batch_done(void *opaque, const GError *err)
 {
     Batch *b = opaque;
 
-    g_mutex_lock(&b->lock);
+    pthread_mutex_lock(&b->lock);
     if (err) {
         b->failed++;
         b->last_code = err->code;
@@ -100,23 +103,26 @@ static void batch_done(void *opaque, const GError *err)
     } else {
         b->ok++;
     }
-    g_cond_broadcast(&b->cond);
-    g_mutex_unlock(&b->lock);
+    pthread_cond_broadcast(&b->cond);
+    pthread_mutex_unlock(&b->lock);
 }
 
 /* Wait for every submitted request, at most @secs seconds. */
 static void batch_wait(Batch *b, unsigned secs)
 {
-    int64_t deadline = g_get_monotonic_time() + secs * G_USEC_PER_SEC;
+    struct timespec deadline;
 
-    g_mutex_lock(&b->lock);
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += secs;
+    pthread_mutex_lock(&b->lock);
     while (b->ok + b->failed < b->submitted) {
-        if (!g_cond_wait_until(&b->cond, &b->lock, deadline)) {
+        if (pthread_cond_timedwait(&b->cond, &b->lock, &deadline) ==
+            ETIMEDOUT) {
             g_error("only %u of %u requests completed in %u s",
                     b->ok + b->failed, b->submitted, secs);
         }
     }
-    g_mutex_unlock(&b->lock);
+    pthread_mutex_unlock(&b->lock);
 }
 
 /* Configuration checks need no server. */
@@ -214,9 +220,9 @@ static void random_pages(FctransSubhost *sh, unsigned npages, uint32_t seed)
                                             wbuf + (size_t)i * PAGE, 0,
                                             batch_done, &b, &err));
         g_assert_no_error(err);
-        g_mutex_lock(&b.lock);
+        pthread_mutex_lock(&b.lock);
         b.submitted++;
-        g_mutex_unlock(&b.lock);
+        pthread_mutex_unlock(&b.lock);
     }
     g_assert_true(fctrans_subhost_drain(sh, &err));
     g_assert_no_error(err);
@@ -232,9 +238,9 @@ static void random_pages(FctransSubhost *sh, unsigned npages, uint32_t seed)
         g_assert_true(fctrans_subhost_read(sh, offs[i], PAGE,
                                            rbuf + (size_t)i * PAGE, 0,
                                            batch_done, &b, &err));
-        g_mutex_lock(&b.lock);
+        pthread_mutex_lock(&b.lock);
         b.submitted++;
-        g_mutex_unlock(&b.lock);
+        pthread_mutex_unlock(&b.lock);
     }
     g_assert_true(fctrans_subhost_drain(sh, &err));
     g_assert_cmpuint(b.ok, ==, npages);
@@ -474,9 +480,9 @@ static void test_trim(void)
             g_assert_true(fctrans_subhost_trim(sh, (1 << 20) + i * PAGE,
                                                PAGE, 0, batch_done, &b,
                                                &err));
-            g_mutex_lock(&b.lock);
+            pthread_mutex_lock(&b.lock);
             b.submitted++;
-            g_mutex_unlock(&b.lock);
+            pthread_mutex_unlock(&b.lock);
         }
         g_assert_true(fctrans_subhost_drain(sh, &err));
         g_assert_cmpuint(b.ok, ==, 32);
@@ -805,18 +811,32 @@ static void test_unreachable(void)
  * The server is killed while a large batch is in flight: every callback
  * runs, with an error unless the server acknowledged the request before
  * dying, nothing hangs, and later requests are refused at once.
+ *
+ * Phase A runs freely. Then the server is stopped (SIGSTOP) so that phase
+ * B's requests are certainly in flight, unacknowledged, when it is killed
+ * (SIGKILL); phase C comes after the kill. No request of B or C may be
+ * reported stored.
  */
-typedef struct KillCtx {
-    Batch b;
-    SubhostTestServer *s;
-    unsigned kill_after;
-} KillCtx;
-
-static void kill_done(void *opaque, const GError *err)
+static bool kill_submit(FctransSubhost *sh, unsigned i, size_t len,
+                        uint8_t *buf, uint8_t *rbuf, Batch *b, GError **errp)
 {
-    KillCtx *k = opaque;
+    bool ok;
 
-    batch_done(&k->b, err);
+    /* Writes on the bulk lane, reads on the urgent lane */
+    if (i % 4 == 3) {
+        ok = fctrans_subhost_read(sh, (uint64_t)(i - 3) * len, PAGE,
+                                  rbuf + (size_t)(i / 4) * PAGE, 0,
+                                  batch_done, b, errp);
+    } else {
+        ok = fctrans_subhost_write(sh, (uint64_t)i * len, len, buf, 0,
+                                   batch_done, b, errp);
+    }
+    if (ok) {
+        pthread_mutex_lock(&b->lock);
+        b->submitted++;
+        pthread_mutex_unlock(&b->lock);
+    }
+    return ok;
 }
 
 static void test_kill_mid_batch(gconstpointer opaque)
@@ -826,57 +846,52 @@ static void test_kill_mid_batch(gconstpointer opaque)
                                                      SUBHOST_TLS_NONE, tcp,
                                                      NULL);
     FctransSubhostConfig cfg = plain_cfg(s);
-    unsigned n = 4000, i, submitted = 0;
+    unsigned n = 3000, i;
     size_t len = 64 * 1024;
     g_autofree uint8_t *buf = g_malloc(len);
-    /* Reads share one buffer: their contents do not matter here. */
-    g_autofree uint8_t *rbuf = g_malloc(len);
+    /* One page-sized buffer per read (page-ins) */
+    g_autofree uint8_t *rbuf = g_malloc((size_t)(n / 4 + 1) * PAGE);
     g_autoptr(GError) err = NULL;
     FctransSubhostStats st;
     FctransSubhost *sh;
-    KillCtx k;
-    bool killed = false;
+    Batch a, b, c;
 
     fill_page(buf, len, 0, 5);
     sh = open_sh(&cfg, &err);
     g_assert_no_error(err);
-    batch_init(&k.b);
-    k.s = s;
-    for (i = 0; i < n; i++) {
-        bool ok;
-
-        if (i == n / 8) {
-            subhost_test_server_signal(s, SIGKILL);
-            killed = true;
-        }
-        /* Writes on the bulk lane, reads on the urgent lane */
-        if (i % 4 == 3) {
-            ok = fctrans_subhost_read(sh, (uint64_t)(i - 3) * len, len,
-                                      rbuf, 0, kill_done, &k,
-                                      &err);
-        } else {
-            ok = fctrans_subhost_write(sh, (uint64_t)i * len, len, buf, 0,
-                                       kill_done, &k, &err);
-        }
-        if (!ok) {
+    batch_init(&a);
+    batch_init(&b);
+    batch_init(&c);
+    for (i = 0; i < n / 3; i++) {
+        g_assert_true(kill_submit(sh, i, len, buf, rbuf, &a, &err));
+    }
+    subhost_test_server_signal(s, SIGSTOP);
+    for (; i < 2 * n / 3; i++) {
+        /* Once the socket buffers are full, requests wait in libnbd. */
+        g_assert_true(kill_submit(sh, i, len, buf, rbuf, &b, &err));
+    }
+    subhost_test_server_signal(s, SIGKILL);
+    for (; i < n; i++) {
+        if (!kill_submit(sh, i, len, buf, rbuf, &c, &err)) {
             /* Refused at once once the failure is known */
-            g_assert_true(killed);
             g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_IO);
             g_clear_error(&err);
-            continue;
         }
-        submitted++;
-        g_mutex_lock(&k.b.lock);
-        k.b.submitted++;
-        g_mutex_unlock(&k.b.lock);
     }
-    batch_wait(&k.b, 30);
-    g_assert_cmpuint(k.b.ok + k.b.failed, ==, submitted);
-    g_assert_cmpuint(k.b.failed, >, 0);
-    g_assert_cmpint(k.b.last_code, ==, FCTRANS_ERROR_IO);
+    batch_wait(&a, 30);
+    batch_wait(&b, 30);
+    batch_wait(&c, 30);
+    g_assert_cmpuint(b.submitted, ==, n / 3);
+    g_assert_cmpuint(b.ok, ==, 0);
+    g_assert_cmpuint(b.failed, ==, b.submitted);
+    g_assert_cmpint(b.last_code, ==, FCTRANS_ERROR_IO);
+    g_assert_cmpuint(c.ok, ==, 0);
+    g_assert_cmpuint(c.failed, ==, c.submitted);
     if (g_test_verbose()) {
-        g_test_message("%u accepted, %u acked, %u failed: %s", submitted,
-                       k.b.ok, k.b.failed, k.b.first->message);
+        g_test_message("before stop: %u acked, %u failed; stopped, then "
+                       "killed: %u failed; after: %u accepted (failed), "
+                       "%u refused: %s", a.ok, a.failed, b.failed,
+                       c.submitted, n / 3 - c.submitted, b.first->message);
     }
 
     g_assert_false(fctrans_subhost_drain(sh, &err));
@@ -890,8 +905,11 @@ static void test_kill_mid_batch(gconstpointer opaque)
     g_assert_cmpuint(st.in_flight, ==, 0);
     g_assert_false(st.connected);
     g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_WRITE].errors +
-                     st.op[FCTRANS_SUBHOST_OP_READ].errors, ==, k.b.failed);
-    batch_clear(&k.b);
+                     st.op[FCTRANS_SUBHOST_OP_READ].errors, ==,
+                     a.failed + b.failed + c.failed);
+    batch_clear(&a);
+    batch_clear(&b);
+    batch_clear(&c);
     fctrans_subhost_close(sh);
     subhost_test_server_stop(s);
 }
@@ -903,12 +921,13 @@ static void test_request_timeout(void)
                                                      SUBHOST_TLS_NONE, true,
                                                      NULL);
     FctransSubhostConfig cfg = plain_cfg(s);
-    uint8_t page[PAGE];
+    uint8_t page[PAGE], wpage[PAGE];
     g_autoptr(GError) err = NULL;
     FctransSubhost *sh;
     int64_t t0, dt;
     Batch b;
 
+    memset(wpage, 1, sizeof(wpage));
     cfg.request_timeout_ms = 400;
     sh = open_sh(&cfg, &err);
     g_assert_no_error(err);
@@ -923,7 +942,7 @@ static void test_request_timeout(void)
     t0 = g_get_monotonic_time();
     g_assert_true(fctrans_subhost_read(sh, 0, PAGE, page, 0, batch_done, &b,
                                        &err));
-    g_assert_true(fctrans_subhost_write(sh, PAGE, PAGE, page, 0, batch_done,
+    g_assert_true(fctrans_subhost_write(sh, PAGE, PAGE, wpage, 0, batch_done,
                                         &b, &err));
     batch_wait(&b, 10);
     dt = g_get_monotonic_time() - t0;
@@ -1022,9 +1041,9 @@ static void test_close_in_flight(void)
     for (i = 0; i < 512; i++) {
         g_assert_true(fctrans_subhost_write(sh, (uint64_t)i * len, len, buf,
                                             0, batch_done, &b, &err));
-        g_mutex_lock(&b.lock);
+        pthread_mutex_lock(&b.lock);
         b.submitted++;
-        g_mutex_unlock(&b.lock);
+        pthread_mutex_unlock(&b.lock);
     }
     fctrans_subhost_close(sh);
     /* close() returned: every callback has run. */
@@ -1096,9 +1115,9 @@ static gpointer chain_thread(gpointer opaque)
         cr->c = c;
         cr->i = i;
         fill_page(c->wbuf + i * PAGE, PAGE, off, 9);
-        g_mutex_lock(&c->b.lock);
+        pthread_mutex_lock(&c->b.lock);
         c->b.submitted++;
-        g_mutex_unlock(&c->b.lock);
+        pthread_mutex_unlock(&c->b.lock);
         if (!fctrans_subhost_write(c->sh, off, PAGE, c->wbuf + i * PAGE, 0,
                                    chain_write_done, cr, &err)) {
             g_error("write: %s", err->message);
