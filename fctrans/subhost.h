@@ -161,10 +161,10 @@ unsigned fctrans_subhost_lanes(const FctransSubhost *sh);
  * Asynchronous requests. @offset and @len must be multiples of the page
  * size, @len at most FCTRANS_SUBHOST_MAX_REQUEST (FCTRANS_SUBHOST_MAX_TRIM
  * for a trim), the range inside the export. @buf must stay valid (and, for
- * writes, unchanged) until @done runs. Returns true when the request was accepted: @done will be called
- * exactly once. Returns false with @errp set when it was refused at once
- * (invalid request, FCTRANS_ERROR_NOSPACE, sub-host failed or closing):
- * @done will not be called.
+ * writes, unchanged) until @done runs. Returns true when the request was
+ * accepted: @done will be called exactly once. Returns false with @errp
+ * set when it was refused at once (invalid request, FCTRANS_ERROR_NOSPACE,
+ * sub-host failed or closing): @done will not be called.
  */
 bool fctrans_subhost_write(FctransSubhost *sh, uint64_t offset, size_t len,
                            const void *buf, unsigned flags,
