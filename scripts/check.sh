@@ -109,7 +109,14 @@ if want style; then
     else
         mapfile -t files < <(cd "$SRCDIR" && git ls-files -- '*.c' '*.h' 2>/dev/null)
         for f in "${files[@]}"; do
-            if out=$(perl "$checkpatch" --no-tree --terse -f "$SRCDIR/$f" 2>&1); then
+            # checkpatch relaxes its rules for tests (g_assert_cmp*...) by
+            # path: name a file under some/tests/ relative to some/.
+            dir=$SRCDIR
+            rel=$f
+            case "$f" in
+            */tests/*) dir=$SRCDIR/${f%%/tests/*}; rel=tests/${f#*/tests/} ;;
+            esac
+            if out=$(cd "$dir" && perl "$checkpatch" --no-tree --terse -f "$rel" 2>&1); then
                 pass
             else
                 echo "$out" | grep -E 'ERROR' | head -n 10
