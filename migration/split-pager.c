@@ -27,6 +27,11 @@
  * A sub-host that fails (request error, connection lost, detected by a
  * watchdog too) is never replaced by zeros: faults on its pages wait, a
  * SPLIT_SUBHOST_LOST event is emitted and the VM is stopped (io-error).
+ * The stop runs in a thread of its own: a vCPU that already waits for one
+ * of those pages may never acknowledge it (under TCG, or while KVM
+ * emulates an instruction), and the main loop must not wait for it. Such
+ * a vCPU also keeps QEMU from pausing at exit: when a sub-host was lost,
+ * QEMU exits with a failure status at shutdown instead of hanging.
  *
  * The userfaultfd is never closed: closing it would silently fill every
  * missing page with zeros.
@@ -96,6 +101,8 @@ struct SplitPager {
     uint64_t blocked;
     uint64_t eexist;
     uint64_t eagain;
+    bool stopping;              /* atomic: the stop thread runs */
+    Notifier shutdown;
 
     QemuMutex lat_lock;
     uint64_t lat_hist[SPLIT_LAT_BUCKETS];
@@ -208,24 +215,60 @@ static void split_page_present(SplitPager *pg, uint64_t g)
     qatomic_inc(&pg->resident);
 }
 
-static void split_pager_stop_bh(void *opaque)
+/*
+ * Stop the VM with the BQL, as the migration thread does. Waiting for the
+ * vCPUs to pause releases the BQL, so the monitor stays usable even if a
+ * vCPU that waits for a lost page never pauses.
+ */
+static void *split_pager_stop_thread(void *opaque)
 {
     SplitPager *pg = opaque;
 
-    if (!runstate_is_running()) {
-        return;
+    bql_lock();
+    if (runstate_is_running()) {
+        vm_stop(RUN_STATE_IO_ERROR);
     }
-    /*
-     * Under KVM the stop request interrupts a vCPU that waits for a page.
-     * Under TCG it cannot: that vCPU would never acknowledge the stop, and
-     * waiting for it here would hang the main loop.
-     */
-    if (!kvm_enabled() && qatomic_read(&pg->blocked)) {
-        warn_report("split: a thread waits for a page of a lost sub-host; "
-                    "under TCG the VM cannot be stopped while it waits");
-        return;
+    bql_unlock();
+    qatomic_set(&pg->stopping, false);
+    return NULL;
+}
+
+/* Stop the VM (again, if it was continued since). */
+static void split_pager_request_stop(SplitPager *pg)
+{
+    QemuThread thread;
+
+    if (!qatomic_xchg(&pg->stopping, true)) {
+        qemu_thread_create(&thread, "split-stop", split_pager_stop_thread,
+                           pg, QEMU_THREAD_DETACHED);
     }
-    vm_stop(RUN_STATE_IO_ERROR);
+}
+
+static bool split_pager_lost_any(SplitPager *pg)
+{
+    unsigned k;
+
+    for (k = 0; k < pg->si->nsubhosts; k++) {
+        if (qatomic_read(&pg->si->sub[k].lost)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * QEMU pauses every vCPU before it exits; one that waits for a page of a
+ * lost sub-host never would. The guest's memory is incomplete anyway.
+ */
+static void split_pager_shutdown(Notifier *n, void *opaque)
+{
+    SplitPager *pg = container_of(n, SplitPager, shutdown);
+
+    if (split_pager_lost_any(pg)) {
+        error_report("split: guest memory on a lost sub-host: exiting "
+                     "without pausing the vCPUs");
+        exit(EXIT_FAILURE);
+    }
 }
 
 static void split_pager_subhost_lost(SplitPager *pg, unsigned k,
@@ -241,7 +284,7 @@ static void split_pager_subhost_lost(SplitPager *pg, unsigned k,
                  why, qatomic_read(&sub->remaining));
     trace_split_pager_lost(sub->id, why);
     qapi_event_send_split_subhost_lost(sub->id, why);
-    aio_bh_schedule_oneshot(qemu_get_aio_context(), split_pager_stop_bh, pg);
+    split_pager_request_stop(pg);
 }
 
 /* The pages of @pi from @from on stay missing; their waiters fault again. */
@@ -417,6 +460,7 @@ static void split_pager_fault(SplitPager *pg, uint64_t addr)
     sub = &si->sub[FCTRANS_LOC_SUBHOST_INDEX(loc)];
     if (qatomic_read(&sub->lost)) {
         qatomic_inc(&pg->blocked);
+        split_pager_request_stop(pg);
         return;
     }
 
@@ -651,6 +695,8 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
 
     si->pager = pg;
     split_pager = pg;
+    pg->shutdown.notify = split_pager_shutdown;
+    qemu_register_shutdown_notifier(&pg->shutdown);
     qemu_thread_create(&pg->thread, "split-pager", split_pager_thread, pg,
                        QEMU_THREAD_DETACHED);
     trace_split_pager_start(pg->resident, pg->unused,
