@@ -22,6 +22,7 @@
 #include "qapi/error.h"
 #include "exec/ramblock.h"
 #include "exec/target_page.h"
+#include "migration/misc.h"
 #include "migration/qemu-file-types.h"
 #include "migration.h"
 #include "migration-stats.h"
@@ -614,6 +615,13 @@ static int split_save_setup(QEMUFile *f, void *opaque, Error **errp)
     uint64_t cap_pages[SPLIT_MAX_SUBHOSTS];
     unsigned i, k;
 
+    /* A snapshot (savevm) must hold every page itself */
+    if (!migration_thread_is_self()) {
+        error_setg(errp, "Capability 'split-memory' only applies to "
+                   "migrations, not to snapshots");
+        g_free(ss);
+        return -ENOTSUP;
+    }
     qemu_mutex_init(&ss->lock);
     qemu_cond_init(&ss->cond);
     split_layout_build(&ss->layout);

@@ -204,6 +204,21 @@ static QList *split_subhost_list(SplitTest *t, bool with_capacity)
     return list;
 }
 
+static QDict *split_one_subhost_args(const char *id, const char *uri,
+                                     int64_t capacity)
+{
+    QDict *args = qdict_new();
+    QList *list = qlist_new();
+    QDict *e = qdict_new();
+
+    qdict_put_str(e, "id", id);
+    qdict_put_str(e, "uri", uri);
+    qdict_put_int(e, "capacity", capacity);
+    qlist_append(list, e);
+    qdict_put_obj(args, "split-subhosts", QOBJECT(list));
+    return args;
+}
+
 static void split_setup_tls(SplitTest *t, QTestState *from, QTestState *to)
 {
     qtest_qmp_assert_success(from,
@@ -759,6 +774,64 @@ static void test_split_unreachable(void)
     split_test_cleanup(&t);
 }
 
+/*
+ * The main host cannot reach a sub-host that the source can: the incoming
+ * side fails before the switchover with an error naming it, the source
+ * runs on and empties the sub-host.
+ */
+static void test_split_unreachable_from_main(void)
+{
+    g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
+    g_autofree char *status = NULL;
+    g_autofree char *bad_sock = g_strdup_printf("%s/nobody-listens.sock",
+                                                tmpfs);
+    g_autofree char *bad_uri = NULL;
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = SPLIT_BUDGET,
+    };
+    MigrateStart args = {
+        .hide_stderr = true,
+    };
+    QTestState *from, *to;
+    g_autoptr(QDict) rsp = NULL;
+    const char *desc;
+    QDict *args_to;
+
+    split_test_start_subhosts(&t, 256 * 1024 * 1024);
+    if (migrate_start(&from, &to, "defer", &args)) {
+        split_test_cleanup(&t);
+        return;
+    }
+    split_setup(&t, from, to);
+    /* The main host knows sh0 at an address where nobody listens */
+    bad_uri = g_strdup_printf("nbd+unix:///?socket=%s", bad_sock);
+    args_to = split_one_subhost_args("sh0", bad_uri, SPLIT_PAGE_SIZE);
+    qtest_qmp_assert_success(to, "{ 'execute': 'migrate-set-parameters',"
+                             "  'arguments': %p }", args_to);
+    migrate_incoming_qmp(to, uri, NULL, "{ 'exit-on-error': false }");
+    wait_for_serial("src_serial");
+    migrate_ensure_converge(from);
+    migrate_qmp(from, to, uri, NULL, "{}");
+
+    wait_for_migration_status(to, "failed",
+                              (const char * []) { "completed", NULL });
+    rsp = qtest_qmp_assert_success_ref(to, "{ 'execute': 'query-migrate' }");
+    desc = qdict_get_try_str(rsp, "error-desc");
+    g_test_message("main host error: %s", desc);
+    g_assert_nonnull(desc);
+    g_assert_nonnull(strstr(desc, "sub-host 'sh0'"));
+
+    wait_for_migration_fail(from, false);
+    status = split_status(from);
+    g_assert_cmpstr(status, ==, "running");
+    g_assert_cmpuint(split_subhost_data_bytes(&t.sub[0]), ==, 0);
+
+    qtest_quit(from);
+    qtest_quit(to);
+    split_test_cleanup(&t);
+}
+
 /* Budget plus capacities below the guest RAM: refused by 'migrate'. */
 static void test_split_too_small(void)
 {
@@ -810,21 +883,6 @@ static void split_expect_param_error(QTestState *who, QDict *args,
     g_test_message("expected error: %s", qdict_get_str(err, "desc"));
     g_assert_nonnull(strstr(qdict_get_str(err, "desc"), what));
     qobject_unref(err);
-}
-
-static QDict *split_one_subhost_args(const char *id, const char *uri,
-                                     int64_t capacity)
-{
-    QDict *args = qdict_new();
-    QList *list = qlist_new();
-    QDict *e = qdict_new();
-
-    qdict_put_str(e, "id", id);
-    qdict_put_str(e, "uri", uri);
-    qdict_put_int(e, "capacity", capacity);
-    qlist_append(list, e);
-    qdict_put_obj(args, "split-subhosts", QOBJECT(list));
-    return args;
 }
 
 /* Parameters: validation, QMP and HMP views, a clean state when off. */
@@ -949,6 +1007,8 @@ void migration_test_add_split(MigrationTestEnv *env)
     migration_test_add("/migration/split/too-small", test_split_too_small);
     migration_test_add("/migration/split/unreachable-subhost",
                        test_split_unreachable);
+    migration_test_add("/migration/split/unreachable-from-main",
+                       test_split_unreachable_from_main);
     migration_test_add("/migration/split/one-subhost",
                        test_split_one_subhost);
     migration_test_add("/migration/split/two-subhosts",
@@ -967,7 +1027,7 @@ void migration_test_add_split(MigrationTestEnv *env)
                            test_split_sequential);
     }
 #ifdef CONFIG_GNUTLS
-    migration_test_add("/migration/split/two-subhosts/tls-psk",
+    migration_test_add("/migration/split/tls-psk/two-subhosts",
                        test_split_two_subhosts_tls_psk);
 #endif
 }
