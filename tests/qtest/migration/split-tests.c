@@ -51,6 +51,8 @@ typedef struct SplitTest {
     bool tls_psk;
     /* Give the destination its own split-subhosts (else the source's) */
     bool dest_subhosts;
+    /* Guest RAM in a shared memfd on each side, not anonymous memory */
+    bool memfd;
     char *pskdir;
 } SplitTest;
 
@@ -472,6 +474,9 @@ static void split_test_migrate(SplitTest *t)
     g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
     MigrateStart args = {
         .opts_target = "-S",
+        .memory_backend = t->memfd ?
+            "-object memory-backend-memfd,id=mem0,size=%s,share=on "
+            "-machine memory-backend=mem0" : NULL,
     };
     QTestState *from, *to;
 
@@ -536,6 +541,18 @@ static void test_split_two_subhosts_tls_psk(void)
     };
 
     split_test_start_subhosts(&t, 64 * 1024 * 1024);
+    split_test_migrate(&t);
+}
+
+static void test_split_memfd(void)
+{
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = SPLIT_BUDGET,
+        .memfd = true,
+    };
+
+    split_test_start_subhosts(&t, 256 * 1024 * 1024);
     split_test_migrate(&t);
 }
 
@@ -1014,6 +1031,7 @@ void migration_test_add_split(MigrationTestEnv *env)
     migration_test_add("/migration/split/two-subhosts",
                        test_split_two_subhosts);
     migration_test_add("/migration/split/cancel", test_split_cancel);
+    migration_test_add("/migration/split/memfd", test_split_memfd);
     /*
      * Under TCG a vCPU that waits for a lost page cannot be stopped (see
      * split-pager.c), and QEMU could not quit either.
