@@ -569,12 +569,25 @@ static bool split_save_check_room(uint64_t ram, Error **errp)
     return false;
 }
 
+static void split_save_stats_reset(void)
+{
+    unsigned i;
+
+    for (i = 0; i < split_stats.nsubhosts; i++) {
+        g_free(split_stats.ids[i]);
+    }
+    memset(&split_stats, 0, sizeof(split_stats));
+}
+
 static int split_save_prepare(void *opaque, Error **errp)
 {
     SplitLayout layout;
     const SplitSubhostList *l;
     const char *creds = migrate_split_tls_creds();
     bool ok;
+
+    /* query-migrate shows this migration's statistics from now on */
+    split_save_stats_reset();
 
     if (!migrate_split_subhosts()) {
         error_setg(errp, "Capability 'split-memory' needs the parameter "
@@ -626,11 +639,6 @@ static int split_save_setup(QEMUFile *f, void *opaque, Error **errp)
     qemu_cond_init(&ss->cond);
     split_layout_build(&ss->layout);
     ss->page_size = ss->layout.page_size;
-
-    for (i = 0; i < split_stats.nsubhosts; i++) {
-        g_free(split_stats.ids[i]);
-    }
-    memset(&split_stats, 0, sizeof(split_stats));
 
     if (!split_save_check_room((uint64_t)ss->layout.npages * ss->page_size,
                                errp)) {

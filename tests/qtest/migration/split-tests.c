@@ -313,6 +313,8 @@ static void split_uffd_rss(pid_t pid, uint64_t *rss_kb, uint64_t *size_kb)
 static void split_check_main_host_at_start(SplitTest *t, QTestState *to)
 {
     g_autoptr(QDict) rsp = split_query_memory(to);
+    g_autofree char *hmp = qtest_hmp(to, "info split-memory");
+    g_autofree char *hmp_line = NULL;
     QListEntry *e;
     uint64_t resident, remote = 0, rss_kb, size_kb;
 
@@ -332,6 +334,15 @@ static void split_check_main_host_at_start(SplitTest *t, QTestState *to)
     }
     g_assert_cmpuint(remote, >, 0);
     g_assert_cmpint(qdict_get_int(rsp, "page-ins-remote"), ==, 0);
+
+    /* HMP shows the same */
+    g_assert_nonnull(strstr(hmp, "split memory: on"));
+    hmp_line = g_strdup_printf("resident: %" PRIu64 " pages (%" PRIu64
+                               " at start), budget %" PRIu64 " pages",
+                               resident, resident,
+                               t->budget / SPLIT_PAGE_SIZE);
+    g_assert_nonnull(strstr(hmp, hmp_line));
+    g_assert_nonnull(strstr(hmp, "sub-host sh0: "));
 
     /* The kernel's view: what is mapped in the split RAM */
     split_uffd_rss(qtest_pid(to), &rss_kb, &size_kb);
