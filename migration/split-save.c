@@ -316,6 +316,8 @@ static int split_save_flush_write(SplitSave *ss, unsigned k)
         return split_save_fail(ss);
     }
     qatomic_add(&split_stats.pages[1 + k], req->npages);
+    /* Counts in the bandwidth estimate, as the main stream's bytes do */
+    stat64_add(&mig_stats.split_bytes, len);
     return 0;
 }
 
