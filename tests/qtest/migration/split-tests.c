@@ -368,6 +368,15 @@ static void split_check_source_stats(SplitTest *t, QTestState *from)
     uint64_t placed_remote = 0;
 
     g_assert_nonnull(split);
+    g_test_message("source: total %" PRId64 " ms, downtime %" PRId64
+                   " ms, %" PRId64 " kB transferred, %" PRId64
+                   " unused pages, map %" PRId64 " bytes",
+                   qdict_get_int(rsp, "total-time"),
+                   qdict_get_int(rsp, "downtime"),
+                   qdict_get_int(qdict_get_qdict(rsp, "ram"),
+                                 "transferred") >> 10,
+                   qdict_get_int(split, "unused-pages"),
+                   qdict_get_int(split, "map-bytes"));
     g_assert_cmpint(qdict_get_int(split, "unused-pages"), >, 0);
     g_assert_cmpint(qdict_get_int(split, "map-bytes"), >, 0);
     QLIST_FOREACH_ENTRY(qdict_get_qlist(split, "destinations"), e) {
@@ -1056,7 +1065,7 @@ void migration_test_add_split(MigrationTestEnv *env)
                            test_split_sequential);
     }
 #ifdef CONFIG_GNUTLS
-    migration_test_add("/migration/split/tls-psk/two-subhosts",
+    migration_test_add("/migration/split/two-subhosts-tls-psk",
                        test_split_two_subhosts_tls_psk);
 #endif
 }
