@@ -1052,14 +1052,8 @@ void migration_test_add_split(MigrationTestEnv *env)
                        test_split_two_subhosts);
     migration_test_add("/migration/split/cancel", test_split_cancel);
     migration_test_add("/migration/split/memfd", test_split_memfd);
-    /*
-     * Under TCG a vCPU that waits for a lost page cannot be stopped (see
-     * split-pager.c), and QEMU could not quit either.
-     */
-    if (env->has_kvm) {
-        migration_test_add("/migration/split/subhost-lost",
-                           test_split_subhost_lost);
-    }
+    migration_test_add("/migration/split/subhost-lost",
+                       test_split_subhost_lost);
     if (env->full_set) {
         migration_test_add("/migration/split/sequential",
                            test_split_sequential);
