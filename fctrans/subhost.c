@@ -397,20 +397,10 @@ static bool subhost_is_failed(FctransSubhost *sh)
     return __atomic_load_n(&sh->failed, __ATOMIC_ACQUIRE);
 }
 
-/*
- * Fail the sub-host: no new requests, every lane's connection shut down so
- * that libnbd fails all their requests in flight. The first reason wins.
- */
-static void subhost_fail(FctransSubhost *sh, const char *why)
+/* Stop every lane: no new requests, connections shut down. */
+static void subhost_shutdown_lanes(FctransSubhost *sh)
 {
     unsigned i;
-
-    pthread_mutex_lock(&sh->fail_lock);
-    if (!sh->failure) {
-        sh->failure = g_strdup(why);
-    }
-    __atomic_store_n(&sh->failed, 1, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&sh->fail_lock);
 
     for (i = 0; i < sh->nlanes; i++) {
         SubhostLane *lane = &sh->lane[i];
@@ -422,6 +412,31 @@ static void subhost_fail(FctransSubhost *sh, const char *why)
             shutdown(lane->sock, SHUT_RDWR);
         }
         lane_wake(lane);
+    }
+}
+
+/*
+ * Fail the sub-host: no new requests, every lane's connection shut down so
+ * that libnbd fails all their requests in flight. The first reason wins.
+ */
+static void subhost_fail(FctransSubhost *sh, const char *why)
+{
+    bool first;
+
+    pthread_mutex_lock(&sh->fail_lock);
+    if (!sh->failure) {
+        sh->failure = g_strdup(why);
+    }
+    first = !__atomic_load_n(&sh->failed, __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->failed, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&sh->fail_lock);
+    /*
+     * Every request aborted by a dead connection lands here: shut the
+     * lanes down once. (close() and reconnect() shut down lanes they
+     * start or stop themselves.)
+     */
+    if (first) {
+        subhost_shutdown_lanes(sh);
     }
 }
 
@@ -966,8 +981,19 @@ static bool subhost_connect_all(FctransSubhost *sh,
     }
     for (i = 1; i < want; i++) {
         nbd[i] = subhost_nbd_new(sh, "bulk", errp);
-        if (!nbd[i] || !subhost_nbd_connect(sh, nbd[i], "bulk", errp) ||
+        if (!nbd[i]) {
+            goto fail;
+        }
+        if (!subhost_nbd_connect(sh, nbd[i], "bulk", errp) ||
             !subhost_check_export(sh, nbd[i], false, errp)) {
+            GError *e = *errp;
+            char *msg = g_strdup_printf("%s (the urgent lane was accepted: "
+                                        "does the server limit clients? "
+                                        "this client needs %u connections)",
+                                        e->message, want);
+
+            g_free(e->message);
+            e->message = msg;
             goto fail;
         }
     }
@@ -1292,6 +1318,7 @@ FctransSubhost *fctrans_subhost_open(const FctransSubhostConfig *cfg,
                 nbd_close(nbd[j]);
             }
             subhost_fail(sh, "open failed");
+            subhost_shutdown_lanes(sh);
             goto fail;
         }
     }
@@ -1715,6 +1742,7 @@ bool fctrans_subhost_reconnect(FctransSubhost *sh, GError **errp)
                 nbd_close(nbd[j]);
             }
             subhost_fail(sh, "reconnect failed");
+            subhost_shutdown_lanes(sh);
             pthread_rwlock_unlock(&sh->handles_lock);
             goto out;
         }

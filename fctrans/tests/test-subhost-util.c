@@ -339,7 +339,8 @@ SubhostTestServer *subhost_test_server_start(const char *vm,
 }
 
 void subhost_test_server_restart(SubhostTestServer *s, const char *size,
-                                 SubhostTestTls tls)
+                                 SubhostTestTls tls,
+                                 const char *const *extra)
 {
     int attempt;
 
@@ -348,7 +349,7 @@ void subhost_test_server_restart(SubhostTestServer *s, const char *size,
         if (s->sock_path) {
             g_unlink(s->sock_path);
         }
-        if (server_spawn(s, size, tls, NULL)) {
+        if (server_spawn(s, size, tls, extra)) {
             return;
         }
         /* The old listening socket may linger for a moment. */

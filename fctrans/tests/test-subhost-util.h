@@ -50,9 +50,10 @@ SubhostTestServer *subhost_test_server_start(const char *vm,
                                              const char *size,
                                              SubhostTestTls tls, bool tcp,
                                              const char *const *extra);
-/* Start again at the same address (after a kill). */
+/* Start again at the same address (after a kill), with @extra args. */
 void subhost_test_server_restart(SubhostTestServer *s, const char *size,
-                                 SubhostTestTls tls);
+                                 SubhostTestTls tls,
+                                 const char *const *extra);
 void subhost_test_server_signal(SubhostTestServer *s, int sig);
 /* Kill (if running), reap and free. */
 void subhost_test_server_stop(SubhostTestServer *s);

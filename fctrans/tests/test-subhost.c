@@ -997,7 +997,7 @@ static void test_reconnect(void)
     g_clear_error(&err);
     g_assert_false(fctrans_subhost_is_connected(sh));
 
-    subhost_test_server_restart(s, "16M", SUBHOST_TLS_PSK);
+    subhost_test_server_restart(s, "16M", SUBHOST_TLS_PSK, NULL);
     g_assert_true(fctrans_subhost_reconnect(sh, &err));
     g_assert_no_error(err);
     g_assert_true(fctrans_subhost_is_connected(sh));
@@ -1014,9 +1014,76 @@ static void test_reconnect(void)
     while (fctrans_subhost_is_connected(sh)) {
         g_usleep(1000);
     }
-    subhost_test_server_restart(s, "32M", SUBHOST_TLS_PSK);
+    subhost_test_server_restart(s, "32M", SUBHOST_TLS_PSK, NULL);
     g_assert_false(fctrans_subhost_reconnect(sh, &err));
     g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_DENIED);
+    fctrans_subhost_close(sh);
+    subhost_test_server_stop(s);
+}
+
+/*
+ * A server that accepts one connection only: opening (two lanes) fails
+ * with a hint; a reconnect whose second lane is refused fails, shuts the
+ * lane it did open, and a later reconnect succeeds.
+ */
+static void test_second_lane_refused(void)
+{
+    const char *const one[] = { "--max-clients=1", NULL };
+    const char *const three[] = { "--max-clients=3", NULL };
+    SubhostTestServer *s = subhost_test_server_start("vmA", "16M",
+                                                     SUBHOST_TLS_NONE, false,
+                                                     one);
+    FctransSubhostConfig cfg = plain_cfg(s);
+    g_autoptr(GError) err = NULL;
+    FctransSubhost *sh;
+    unsigned i;
+
+    sh = open_sh(&cfg, &err);
+    g_assert_null(sh);
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(err->message, "bulk lane"));
+    g_assert_nonnull(strstr(err->message, "limit clients"));
+    g_clear_error(&err);
+    /*
+     * One lane is enough for it, once it noticed that the refused
+     * attempt's first connection is gone.
+     */
+    cfg.lanes = 1;
+    for (i = 0; i < 100; i++) {
+        sh = open_sh(&cfg, &err);
+        if (sh) {
+            break;
+        }
+        g_clear_error(&err);
+        g_usleep(20 * 1000);
+    }
+    g_assert_no_error(err);
+    g_assert_nonnull(sh);
+    roundtrip_one(sh);
+    fctrans_subhost_close(sh);
+
+    subhost_test_server_signal(s, SIGKILL);
+    subhost_test_server_restart(s, "16M", SUBHOST_TLS_NONE, three);
+    cfg.lanes = 0;
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    g_assert_cmpuint(fctrans_subhost_lanes(sh), ==, 2);
+    subhost_test_server_signal(s, SIGKILL);
+    while (fctrans_subhost_is_connected(sh)) {
+        g_usleep(1000);
+    }
+    subhost_test_server_restart(s, "16M", SUBHOST_TLS_NONE, one);
+    g_assert_false(fctrans_subhost_reconnect(sh, &err));
+    g_assert_nonnull(err);
+    g_clear_error(&err);
+    g_assert_false(fctrans_subhost_is_connected(sh));
+
+    /* The urgent lane of the failed attempt was closed: room for two. */
+    subhost_test_server_signal(s, SIGKILL);
+    subhost_test_server_restart(s, "16M", SUBHOST_TLS_NONE, three);
+    g_assert_true(fctrans_subhost_reconnect(sh, &err));
+    g_assert_no_error(err);
+    roundtrip_one(sh);
     fctrans_subhost_close(sh);
     subhost_test_server_stop(s);
 }
@@ -1239,6 +1306,8 @@ int main(int argc, char **argv)
     g_test_add_func("/subhost/errors/request-timeout", test_request_timeout);
     g_test_add_func("/subhost/errors/reconnect", test_reconnect);
     g_test_add_func("/subhost/errors/close-in-flight", test_close_in_flight);
+    g_test_add_func("/subhost/errors/second-lane-refused",
+                    test_second_lane_refused);
 
     return g_test_run();
 }
