@@ -28,6 +28,7 @@ static unsigned server_seq;
  * nbdkit cannot notice that its parent died.
  */
 #define MAX_SERVERS 64
+/* volatile: read by the SIGABRT handler */
 static volatile pid_t live_pids[MAX_SERVERS];
 
 static void track_pid(pid_t pid, bool add)
@@ -43,6 +44,7 @@ static void track_pid(pid_t pid, bool add)
     g_assert(!add);
 }
 
+/* SA_RESETHAND: the abort then proceeds with the default action */
 static void abort_handler(int sig)
 {
     unsigned i;
@@ -52,7 +54,6 @@ static void abort_handler(int sig)
             kill(live_pids[i], SIGKILL);
         }
     }
-    signal(sig, SIG_DFL);
     raise(sig);
 }
 
@@ -157,12 +158,16 @@ void subhost_test_init(int *argc, char ***argv)
         "nbdkit", "certtool", "psktool",
     };
     g_autoptr(GError) err = NULL;
+    struct sigaction sa = { .sa_flags = 0 };
     unsigned i;
 
     g_test_init(argc, argv, NULL);
     /* A server killed under us must not kill the test. */
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGABRT, abort_handler);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sa.sa_handler = abort_handler;
+    sa.sa_flags = SA_RESETHAND;
+    sigaction(SIGABRT, &sa, NULL);
 
     for (i = 0; i < G_N_ELEMENTS(tools); i++) {
         g_autofree char *p = g_find_program_in_path(tools[i]);

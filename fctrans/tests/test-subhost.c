@@ -431,16 +431,14 @@ static uint32_t server_extent_flags(const char *uri, uint64_t off,
 {
     struct nbd_handle *nbd = nbd_create();
     uint32_t flags = 0xffffffff;
+    nbd_extent_callback cb = { .callback = extent_cb, .user_data = &flags };
 
     g_assert_nonnull(nbd);
     g_assert_cmpint(nbd_add_meta_context(nbd,
                                          LIBNBD_CONTEXT_BASE_ALLOCATION), ==,
                     0);
     if (nbd_connect_uri(nbd, uri) == -1 ||
-        nbd_block_status(nbd, len, off,
-                         (nbd_extent_callback) { .callback = extent_cb,
-                                                 .user_data = &flags },
-                         0) == -1) {
+        nbd_block_status(nbd, len, off, cb, 0) == -1) {
         g_error("block status: %s", nbd_get_error());
     }
     nbd_close(nbd);
