@@ -363,6 +363,7 @@ static void split_check_source_stats(SplitTest *t, QTestState *from)
     g_autoptr(QDict) rsp = qtest_qmp_assert_success_ref(from,
                                "{ 'execute': 'query-migrate' }");
     QDict *split = qdict_get_qdict(rsp, "split");
+    g_autofree char *hmp = NULL;
     QListEntry *e;
     unsigned n = 0;
     uint64_t placed_remote = 0;
@@ -404,6 +405,10 @@ static void split_check_source_stats(SplitTest *t, QTestState *from)
     }
     g_assert_cmpuint(n, ==, 1 + t->nsubhosts);
     g_assert_cmpuint(placed_remote, >, 0);
+
+    hmp = qtest_hmp(from, "info migrate");
+    g_assert_nonnull(strstr(hmp, "split main: sent "));
+    g_assert_nonnull(strstr(hmp, "split sh0: sent "));
 }
 
 static char *split_status(QTestState *who)
