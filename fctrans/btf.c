@@ -48,20 +48,9 @@ typedef struct BtfType {
     const uint8_t *extra;       /* kind-specific data after the record */
 } BtfType;
 
-static bool btf_fail(GError **errp, int code, const char *fmt, ...)
-    G_GNUC_PRINTF(3, 4);
-
-static bool btf_fail(GError **errp, int code, const char *fmt, ...)
-{
-    va_list ap;
-    g_autofree char *msg = NULL;
-
-    va_start(ap, fmt);
-    msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error(errp, FCTRANS_ERROR, code, "BTF: %s", msg);
-    return false;
-}
+/* Set *errp to an FCTRANS_ERROR and return false. */
+#define btf_fail(errp, code, ...) \
+    fctrans_fail(errp, code, "BTF: ", __VA_ARGS__)
 
 /* Size of the kind-specific data following a record, or -1. */
 static int64_t btf_extra_size(FctransBtfKind kind, uint32_t vlen)

@@ -11,6 +11,7 @@
 #define FCTRANS_H
 
 #include <glib.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define FCTRANS_ERROR fctrans_error_quark()
@@ -24,6 +25,14 @@ typedef enum {
     FCTRANS_ERROR_NOSPACE,      /* out of capacity */
     FCTRANS_ERROR_DENIED,       /* refused by a peer (TLS, export) */
 } FctransError;
+
+/*
+ * Set *errp (if errp is not NULL) to an FCTRANS_ERROR with the given code
+ * and the message prefix followed by the formatted text; return false, so
+ * that a parser can write "return fctrans_fail(...);".
+ */
+bool fctrans_fail(GError **errp, int code, const char *prefix,
+                  const char *fmt, ...) G_GNUC_PRINTF(4, 5);
 
 /* A range of guest pages, [start, start + count), in page-frame numbers. */
 typedef struct FctransPageRange {

@@ -24,20 +24,9 @@
 /* Bound on the vmlinuz taken out of a .deb. */
 #define MAX_VMLINUZ (256 * 1024 * 1024)
 
-static bool kfail(GError **errp, int code, const char *fmt, ...)
-    G_GNUC_PRINTF(3, 4);
-
-static bool kfail(GError **errp, int code, const char *fmt, ...)
-{
-    va_list ap;
-    g_autofree char *msg = NULL;
-
-    va_start(ap, fmt);
-    msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error_literal(errp, FCTRANS_ERROR, code, msg);
-    return false;
-}
+/* Set *errp to an FCTRANS_ERROR and return false. */
+#define kfail(errp, code, ...) \
+    fctrans_fail(errp, code, "", __VA_ARGS__)
 
 const char *fctrans_compression_name(FctransCompression c)
 {

@@ -179,6 +179,20 @@ static void split_save_wait_idle(SplitSave *ss)
     }
 }
 
+static SplitSaveReq *split_save_req_new(SplitSave *ss, unsigned k,
+                                        FctransSubhostOp op, uint64_t first,
+                                        uint64_t npages)
+{
+    SplitSaveReq *req = g_new0(SplitSaveReq, 1);
+
+    req->ss = ss;
+    req->k = k;
+    req->op = op;
+    req->first = first;
+    req->npages = npages;
+    return req;
+}
+
 /*
  * A request is counted in flight from just before its submission until
  * split_save_done() or split_save_req_refused() retires it.
@@ -226,12 +240,8 @@ static int split_save_flush_trim(SplitSave *ss, unsigned k)
     if (!s->tb_npages) {
         return 0;
     }
-    req = g_new0(SplitSaveReq, 1);
-    req->ss = ss;
-    req->k = k;
-    req->op = FCTRANS_SUBHOST_OP_TRIM;
-    req->first = s->tb_first;
-    req->npages = s->tb_npages;
+    req = split_save_req_new(ss, k, FCTRANS_SUBHOST_OP_TRIM, s->tb_first,
+                             s->tb_npages);
     s->tb_npages = 0;
 
     trace_split_save_submit(k, "trim", req->first, req->npages);
@@ -262,12 +272,8 @@ static int split_save_flush_write(SplitSave *ss, unsigned k)
     if (!s->wb_npages) {
         return 0;
     }
-    req = g_new0(SplitSaveReq, 1);
-    req->ss = ss;
-    req->k = k;
-    req->op = FCTRANS_SUBHOST_OP_WRITE;
-    req->first = s->wb_first;
-    req->npages = s->wb_npages;
+    req = split_save_req_new(ss, k, FCTRANS_SUBHOST_OP_WRITE, s->wb_first,
+                             s->wb_npages);
     req->buf = g_steal_pointer(&s->wb_buf);
     s->wb_npages = 0;
     len = req->npages * ss->page_size;
@@ -786,14 +792,12 @@ static void split_save_trim_all(SplitSave *ss)
                     fctrans_pagemap_count(ss->map, FCTRANS_LOC_SUBHOST(k)));
         for (off = 0; off < total; off += SPLIT_TRIM_MAX) {
             g_autoptr(GError) gerr = NULL;
-            SplitSaveReq *req = g_new0(SplitSaveReq, 1);
+            /* npages 0: no pending bits to clear when it completes */
+            SplitSaveReq *req = split_save_req_new(ss, k,
+                                                   FCTRANS_SUBHOST_OP_TRIM,
+                                                   off / ss->page_size, 0);
             uint64_t len = MIN(SPLIT_TRIM_MAX, total - off);
 
-            req->ss = ss;
-            req->k = k;
-            req->op = FCTRANS_SUBHOST_OP_TRIM;
-            req->first = off / ss->page_size;
-            req->npages = 0;    /* no pending bits to clear */
             split_save_req_submitted(ss);
             if (!fctrans_subhost_trim(ss->sub[k].sh, off, len,
                                       FCTRANS_SUBHOST_REQ_BULK,

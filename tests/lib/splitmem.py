@@ -75,6 +75,15 @@ def workdir(prefix="splitmem-"):
     return d
 
 
+def unix_connect(sock, path):
+    """Connect sock to a unix socket that may not be listening yet."""
+    try:
+        sock.connect(path)
+        return True
+    except (FileNotFoundError, ConnectionRefusedError):
+        return False
+
+
 class QMPError(Exception):
     pass
 
@@ -84,7 +93,7 @@ class QMP:
 
     def __init__(self, path, timeout=30, alive=None):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        wait_for(lambda: (alive and alive()) or self._try_connect(path),
+        wait_for(lambda: (alive and alive()) or unix_connect(self.sock, path),
                  timeout, f"QMP at {path}")
         self.file = self.sock.makefile("rwb")
         self.events = []
@@ -92,13 +101,6 @@ class QMP:
         if "QMP" not in greeting:
             raise QMPError(f"bad greeting {greeting}")
         self.cmd("qmp_capabilities")
-
-    def _try_connect(self, path):
-        try:
-            self.sock.connect(path)
-            return True
-        except (FileNotFoundError, ConnectionRefusedError):
-            return False
 
     def _read(self):
         line = self.file.readline()
@@ -154,20 +156,14 @@ class Serial:
 
     def __init__(self, path, logfile=None, echo=None, timeout=30):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        wait_for(lambda: self._try_connect(path), timeout, f"serial at {path}")
+        wait_for(lambda: unix_connect(self.sock, path), timeout,
+                 f"serial at {path}")
         self.buf = ""
         self.lock = threading.Condition()
         self.log = open(logfile, "a") if logfile else None
         self.echo = echo
         self.pos = 0
         threading.Thread(target=self._reader, daemon=True).start()
-
-    def _try_connect(self, path):
-        try:
-            self.sock.connect(path)
-            return True
-        except (FileNotFoundError, ConnectionRefusedError):
-            return False
 
     def _reader(self):
         while True:
