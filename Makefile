@@ -11,9 +11,10 @@ QEMU_BIN := $(QEMU_BUILD)/qemu-system-x86_64
 # may share one build tree.
 # ccache through its compiler links on PATH: QEMU's configure names the
 # compiler as plain `cc`, so this needs no reconfiguration.
-# CCACHE_BASEDIR makes the cache shareable between clones at different
-# paths (a fresh CI clone hits what a developer's tree compiled).
-CCACHE_PATH := $(if $(wildcard /usr/lib/ccache/cc),PATH=/usr/lib/ccache:$$PATH CCACHE_BASEDIR=$(CURDIR))
+# CCACHE_BASEDIR and CCACHE_NOHASHDIR make the cache shareable between
+# clones at different paths (a fresh clone hits what another compiled);
+# the price is debug info naming the first clone's build directory.
+CCACHE_PATH := $(if $(wildcard /usr/lib/ccache/cc),PATH=/usr/lib/ccache:$$PATH CCACHE_BASEDIR=$(CURDIR) CCACHE_NOHASHDIR=1)
 QEMU_NINJA := $(CCACHE_PATH) flock $(BUILD)/.qemu-build.lock ninja -C $(QEMU_BUILD)
 export SPLITMEM_BUILD := $(abspath $(BUILD))
 
