@@ -7,7 +7,7 @@ SHELL := /bin/bash
 BUILD ?= build
 QEMU_BUILD := $(BUILD)/qemu/build
 QEMU_BIN := $(QEMU_BUILD)/qemu-system-x86_64
-# Every QEMU ninja run takes this lock: several developers (or agents)
+# Every QEMU ninja run takes this lock: several developers
 # may share one build tree.
 # ccache through its compiler links on PATH: QEMU's configure names the
 # compiler as plain `cc`, so this needs no reconfiguration.
