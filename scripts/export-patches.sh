@@ -27,20 +27,21 @@ git -C "$TREE" rev-parse -q --verify splitmem-base >/dev/null ||
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-git -C "$TREE" format-patch -q -N --zero-commit --no-signature --no-stat \
+git -C "$TREE" format-patch -q -N --zero-commit --no-signature --stat=80 \
     --full-index --no-renames -o "$tmp" splitmem-base..HEAD
 
 # QEMU wants a Signed-off-by on every patch: add the author's where the
-# commit has none. It derives from the patch itself, so exporting again
-# (on any machine, as anyone) gives the same text.
+# commit has none, before the "---" that opens the diffstat. It derives
+# from the patch itself, so the round trip (configure applies the patch
+# with its sign-off, export again, on any machine, as anyone) gives the
+# same text.
 for p in "$tmp"/*.patch; do
     [ -e "$p" ] || continue
     grep -q '^Signed-off-by: ' "$p" && continue
     author=$(sed -n 's/^From: //p' "$p" | head -n1)
     awk -v sob="Signed-off-by: $author" '
-        !done && $0 == "---" { print sob; done = 1 }
-        !done && /^diff --git / { print sob; print "---"; done = 1 }
-        { print }' "$p" > "$p.new" && mv "$p.new" "$p"
+        !done && $0 == "---" { if (prev != "") print ""; print sob; done = 1 }
+        { print; prev = $0 }' "$p" > "$p.new" && mv "$p.new" "$p"
 done
 
 if [ $CHECK = 1 ]; then
