@@ -3,8 +3,11 @@
 #
 # Install every package splitmem needs to build, test and demo, with apt.
 #
-# Extra suites are derived from the machine's own Debian sources file, so
-# no mirror host name is written into the repository:
+# Extra suites are derived from the machine's own main Debian entry, in
+# /etc/apt/sources.list.d/debian.sources (deb822) or else in
+# /etc/apt/sources.list (one-line; what the Debian 12 installer writes):
+# same mirror and Signed-By, so no host name is written into the
+# repository. They go to /etc/apt/sources.list.d/splitmem.sources:
 #   - deb-src trixie:        Debian's qemu 10.0 source package (the base)
 #   - deb bookworm-backports: meson >= 1.5, python3-pycotap, qemu-system-data
 #   - deb trixie (pinned to 1): only for `apt-get download` of newer kernels
@@ -27,32 +30,161 @@ BPO_PKGS=(meson python3-pycotap qemu-system-data)
 
 die() { echo "install-deps: $*" >&2; exit 1; }
 
+usage() {
+    cat <<USAGE
+Usage: scripts/install-deps.sh            (as root) install what is missing
+       scripts/install-deps.sh --print-sources [--apt-etc=DIR]
+           print the apt entries it would add, derived from DIR
+           (default /etc/apt); changes nothing, needs no root
+USAGE
+}
+
+APT_ETC=/etc/apt
+PRINT_ONLY=0
+for arg in "$@"; do
+    case "$arg" in
+    --print-sources) PRINT_ONLY=1 ;;
+    --apt-etc=*) APT_ETC=${arg#*=} ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option '$arg'" ;;
+    esac
+done
+# Another apt directory is only ever read, never written to.
+[ "$APT_ETC" = /etc/apt ] || [ "$PRINT_ONLY" = 1 ] ||
+    die "--apt-etc is only for --print-sources"
+
+DEB822=$APT_ETC/sources.list.d/debian.sources
+ONELINE=$APT_ETC/sources.list
+OUT=$APT_ETC/sources.list.d/splitmem.sources
+PIN=$APT_ETC/preferences.d/splitmem-trixie
+
+# The machine's main Debian entry: Type deb, suite exactly "bookworm" (so
+# not bookworm-security or -updates), not a cdrom, not disabled. Prints
+# its URI(s) on the first line, then its Signed-By value if it has one
+# (an embedded key keeps its continuation lines). Nothing when none.
+mirror_from_deb822() {
+    awk '
+    function reset() { types = ""; uris = ""; suites = ""; enabled = "";
+                       signed = ""; field = "" }
+    function has(list, word,    n, i, w) {
+        n = split(list, w)
+        for (i = 1; i <= n; i++) if (w[i] == word) return 1
+        return 0
+    }
+    function stanza_end() {
+        if (!found && has(types, "deb") && has(suites, "bookworm") &&
+            tolower(enabled) != "no" && uris != "" && uris !~ /^cdrom:/) {
+            found = 1
+            print uris
+            if (signed != "") print signed
+        }
+        reset()
+    }
+    BEGIN { reset() }
+    /^[ \t]*$/ { stanza_end(); next }
+    /^#/ { next }
+    /^[ \t]/ {
+        # A continuation line: Signed-By keeps it as it is (a key).
+        if (field == "signed-by") signed = signed "\n" $0
+        else if (field == "types") types = types " " $0
+        else if (field == "suites") suites = suites " " $0
+        else if (field == "uris") uris = uris " " $0
+        next
+    }
+    {
+        i = index($0, ":")
+        if (i == 0) { field = ""; next }
+        field = tolower(substr($0, 1, i - 1))
+        value = substr($0, i + 1)
+        sub(/^[ \t]+/, "", value)
+        sub(/[ \t]+$/, "", value)
+        if (field == "types") types = value
+        else if (field == "uris") uris = value
+        else if (field == "suites") suites = value
+        else if (field == "enabled") enabled = value
+        else if (field == "signed-by") signed = value
+    }
+    END {
+        stanza_end()
+    }' "$1" | sed '1s/[[:space:]]\{1,\}/ /g'
+}
+
+mirror_from_oneline() {
+    awk '
+    {
+        line = $0
+        sub(/#.*/, "", line)
+        sub(/^[ \t]+/, "", line)
+        if (line !~ /^deb[ \t]/) next
+        line = substr(line, 4)
+        sub(/^[ \t]+/, "", line)
+        opts = ""
+        if (substr(line, 1, 1) == "[") {
+            e = index(line, "]")
+            if (e == 0) next
+            opts = substr(line, 2, e - 2)
+            line = substr(line, e + 1)
+        }
+        if (split(line, t) < 2 || t[1] ~ /^cdrom:/ || t[2] != "bookworm") next
+        signed = ""
+        n = split(opts, o)
+        for (i = 1; i <= n; i++)
+            if (o[i] ~ /^signed-by=/) signed = substr(o[i], 11)
+        print t[1]
+        if (signed != "") print signed
+        exit
+    }' "$1"
+}
+
+# Sets MIRROR_URIS and MIRROR_SIGNED (maybe empty) from whichever of the
+# two files has a main bookworm entry; the deb822 file first.
+find_mirror() {
+    local out=
+    if [ -r "$DEB822" ]; then
+        out=$(mirror_from_deb822 "$DEB822")
+    fi
+    if [ -z "$out" ] && [ -r "$ONELINE" ]; then
+        out=$(mirror_from_oneline "$ONELINE")
+    fi
+    [ -n "$out" ] || die "no main Debian bookworm entry (type deb, suite bookworm, not cdrom)
+  in $DEB822 nor in $ONELINE:
+  cannot derive the extra suites; add the mirror there (see sources.list(5))"
+    MIRROR_URIS=${out%%$'\n'*}
+    MIRROR_SIGNED=
+    if [[ $out == *$'\n'* ]]; then
+        MIRROR_SIGNED=${out#*$'\n'}
+    fi
+}
+
+# Our stanzas: the main entry's URIs and Signed-By, other suites.
+splitmem_sources() {
+    local type_suite type suite first=1
+    find_mirror
+    for type_suite in deb-src:trixie deb:bookworm-backports deb:trixie; do
+        type=${type_suite%%:*}
+        suite=${type_suite#*:}
+        [ $first = 1 ] || echo
+        first=0
+        printf 'Types: %s\nURIs: %s\nSuites: %s\nComponents: main\n' \
+            "$type" "$MIRROR_URIS" "$suite"
+        if [ -n "$MIRROR_SIGNED" ]; then
+            printf 'Signed-By: %s\n' "$MIRROR_SIGNED"
+        fi
+    done
+}
+
+if [ "$PRINT_ONLY" = 1 ]; then
+    splitmem_sources
+    exit 0
+fi
+
 [ "$(id -u)" = 0 ] || die "run as root (apt-get install)"
 
-SRC=/etc/apt/sources.list.d/debian.sources
-OUT=/etc/apt/sources.list.d/splitmem.sources
-PIN=/etc/apt/preferences.d/splitmem-trixie
-
-# Derive our stanzas from the machine's main Debian stanza: same URIs and
-# Signed-By, other suites.
 write_sources() {
-    local uris signed
-    [ -r "$SRC" ] || die "$SRC not found: cannot derive the extra suites"
-    uris=$(awk -v RS= '/Suites:[^\n]*bookworm( |$|\n)/ && !/security/' "$SRC" |
-           sed -n 's/^URIs:[[:space:]]*//p' | head -n1)
-    signed=$(awk -v RS= '/Suites:[^\n]*bookworm( |$|\n)/ && !/security/' "$SRC" |
-             sed -n 's/^Signed-By:[[:space:]]*//p' | head -n1)
-    [ -n "$uris" ] || die "no main bookworm stanza with URIs in $SRC"
     local tmp
+    find_mirror     # fails here, before a temporary file exists
     tmp=$(mktemp)
-    {
-        printf 'Types: deb-src\nURIs: %s\nSuites: trixie\nComponents: main\n' "$uris"
-        [ -n "$signed" ] && printf 'Signed-By: %s\n' "$signed"
-        printf '\nTypes: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\n' "$uris"
-        [ -n "$signed" ] && printf 'Signed-By: %s\n' "$signed"
-        printf '\nTypes: deb\nURIs: %s\nSuites: trixie\nComponents: main\n' "$uris"
-        [ -n "$signed" ] && printf 'Signed-By: %s\n' "$signed"
-    } > "$tmp"
+    splitmem_sources > "$tmp"
     if ! cmp -s "$tmp" "$OUT" 2>/dev/null; then
         install -m 644 "$tmp" "$OUT"
         UPDATE=1
