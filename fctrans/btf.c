@@ -28,6 +28,14 @@
 #define BTF_MAX_RESOLVE_DEPTH 32
 #define BTF_MAX_ANON_DEPTH 16
 
+/*
+ * Bound on the member records one lookup examines.  Each struct or union
+ * is searched at most once per lookup (see btf_find_member()), so this is
+ * only reached by a blob with more members than a kernel has; it keeps
+ * the cost of a lookup fixed whatever the blob.
+ */
+#define BTF_MAX_MEMBER_VISITS (1 << 20)
+
 struct FctransBtf {
     uint8_t *data;
     size_t len;
@@ -272,7 +280,12 @@ bool fctrans_btf_find(const FctransBtf *btf, const char *name,
                     name, kind);
 }
 
-/* Follow typedefs and qualifiers to the underlying type. */
+/*
+ * Follow typedefs and qualifiers to the underlying type.  The failure
+ * paths return a literal false (not btf_fail()'s value, which the
+ * compiler cannot see is always false), so that callers may use @out and
+ * @t exactly when this returns true.
+ */
 static bool btf_resolve(const FctransBtf *btf, uint32_t id, uint32_t *out,
                         BtfType *t, GError **errp)
 {
@@ -280,8 +293,9 @@ static bool btf_resolve(const FctransBtf *btf, uint32_t id, uint32_t *out,
 
     for (depth = 0; depth < BTF_MAX_RESOLVE_DEPTH; depth++) {
         if (id == 0 || id >= btf->count) {
-            return btf_fail(errp, FCTRANS_ERROR_INVALID,
-                            "reference to type %u out of range", id);
+            btf_fail(errp, FCTRANS_ERROR_INVALID,
+                     "reference to type %u out of range", id);
+            return false;
         }
         btf_get(btf, id, t);
         switch (t->kind) {
@@ -297,8 +311,10 @@ static bool btf_resolve(const FctransBtf *btf, uint32_t id, uint32_t *out,
             return true;
         }
     }
-    return btf_fail(errp, FCTRANS_ERROR_INVALID,
-                    "type chain too deep (a loop?) at type %u", id);
+    btf_fail(errp, FCTRANS_ERROR_INVALID,
+             "type chain longer than %d (a loop?) at type %u",
+             BTF_MAX_RESOLVE_DEPTH, id);
+    return false;
 }
 
 static bool btf_size_depth(const FctransBtf *btf, uint32_t id, uint64_t *size,
@@ -353,21 +369,42 @@ bool fctrans_btf_type_size(const FctransBtf *btf, uint32_t id,
     return btf_size_depth(btf, id, size, 0, errp);
 }
 
+/* One lookup of a member name, across nested anonymous members. */
+typedef struct BtfMemberSearch {
+    const char *name;
+    /*
+     * Struct/union ids searched: BTF_SEARCH_ACTIVE while on the stack of
+     * the search, BTF_SEARCH_DONE once searched in full without a match.
+     * Whether a type holds the name does not depend on where it is
+     * embedded, so a type met again (a blob may embed one anonymous type
+     * many times at each of many levels) is not searched again: the cost
+     * is linear in the members of the distinct types, not exponential in
+     * the nesting depth.
+     */
+    GHashTable *seen;
+    uint32_t visits;            /* member records examined */
+} BtfMemberSearch;
+
+#define BTF_SEARCH_ACTIVE GINT_TO_POINTER(1)
+#define BTF_SEARCH_DONE GINT_TO_POINTER(2)
+
 /*
- * Find @name among the members of struct/union @id, descending into
- * anonymous struct/union members.  Returns 1 when found, 0 when not, -1
- * on a malformed blob.
+ * Find the name of @s among the members of struct/union @id, descending
+ * into anonymous struct/union members.  Returns 1 when found, 0 when not,
+ * -1 on a malformed blob.
  */
-static int btf_find_member(const FctransBtf *btf, uint32_t id,
-                           const char *name, uint64_t base_bits,
+static int btf_find_member(const FctransBtf *btf, BtfMemberSearch *s,
+                           uint32_t id, uint64_t base_bits,
                            FctransBtfMember *out, int depth, GError **errp)
 {
     BtfType t;
     uint32_t rid, i;
+    gpointer state;
 
     if (depth > BTF_MAX_ANON_DEPTH) {
         btf_fail(errp, FCTRANS_ERROR_INVALID,
-                 "anonymous members nested too deep (a loop?)");
+                 "anonymous members nested more than %d deep",
+                 BTF_MAX_ANON_DEPTH);
         return -1;
     }
     if (!btf_resolve(btf, id, &rid, &t, errp)) {
@@ -378,6 +415,16 @@ static int btf_find_member(const FctransBtf *btf, uint32_t id,
                  "type %u is not a struct or union", rid);
         return -1;
     }
+    state = g_hash_table_lookup(s->seen, GUINT_TO_POINTER(rid));
+    if (state == BTF_SEARCH_ACTIVE) {
+        btf_fail(errp, FCTRANS_ERROR_INVALID,
+                 "type %u contains itself through anonymous members", rid);
+        return -1;
+    }
+    if (state == BTF_SEARCH_DONE) {
+        return 0;
+    }
+    g_hash_table_insert(s->seen, GUINT_TO_POINTER(rid), BTF_SEARCH_ACTIVE);
     for (i = 0; i < t.vlen; i++) {
         const uint8_t *m = t.extra + 12 * i;
         uint32_t m_name = fctrans_ld32(m);
@@ -387,8 +434,14 @@ static int btf_find_member(const FctransBtf *btf, uint32_t id,
         uint32_t bit_size = t.kind_flag ? m_off >> 24 : 0;
         int r;
 
+        if (++s->visits > BTF_MAX_MEMBER_VISITS) {
+            btf_fail(errp, FCTRANS_ERROR_INVALID,
+                     "more than %d members searched for '%s'",
+                     BTF_MAX_MEMBER_VISITS, s->name);
+            return -1;
+        }
         if (m_name && btf_check_str(btf, m_name) &&
-            strcmp(btf_str(btf, m_name), name) == 0) {
+            strcmp(btf_str(btf, m_name), s->name) == 0) {
             out->bit_offset = base_bits + bits;
             out->bit_size = bit_size;
             out->type_id = m_type;
@@ -405,13 +458,14 @@ static int btf_find_member(const FctransBtf *btf, uint32_t id,
                 mt.kind != FCTRANS_BTF_KIND_UNION) {
                 continue;
             }
-            r = btf_find_member(btf, mrid, name, base_bits + bits, out,
+            r = btf_find_member(btf, s, mrid, base_bits + bits, out,
                                 depth + 1, errp);
             if (r != 0) {
                 return r;
             }
         }
     }
+    g_hash_table_insert(s->seen, GUINT_TO_POINTER(rid), BTF_SEARCH_DONE);
     return 0;
 }
 
@@ -429,7 +483,9 @@ bool fctrans_btf_member(const FctransBtf *btf, uint32_t id,
         return btf_fail(errp, FCTRANS_ERROR_INVALID, "empty member path");
     }
     for (i = 0; parts[i]; i++) {
-        int r = btf_find_member(btf, cur, parts[i], base, &m, 0, errp);
+        g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
+        BtfMemberSearch s = { .name = parts[i], .seen = seen };
+        int r = btf_find_member(btf, &s, cur, base, &m, 0, errp);
 
         if (r < 0) {
             return false;

@@ -161,6 +161,108 @@ static void test_loops(void)
     g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_INVALID);
 }
 
+/*
+ * Nested anonymous members, each level embedding the next one several
+ * times: searching every embedding would visit 4^16 structs.  A lookup,
+ * found or not, takes a bounded time; deeper nesting and blobs with more
+ * members than a lookup may visit are refused.
+ */
+static void test_anon_nesting(void)
+{
+    const unsigned levels = 16, width = 4;
+    BtfBuilder b;
+    g_autoptr(GBytes) blob = NULL;
+    g_autoptr(FctransBtf) btf = NULL;
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GTimer) timer = g_timer_new();
+    FctransBtfMember m;
+    BtfbMember mm[4];
+    uint32_t u32, leaf, outer, deeper, cur;
+    unsigned i, j;
+
+    btfb_init(&b);
+    u32 = btfb_int(&b, "u32", 4);
+    {
+        BtfbMember lm[] = { { "deep", u32, 32, 0 } };
+
+        leaf = btfb_struct(&b, FCTRANS_BTF_KIND_STRUCT, NULL, 8, 1, lm);
+    }
+    cur = leaf;
+    for (i = 0; i < levels; i++) {
+        for (j = 0; j < width; j++) {
+            mm[j] = (BtfbMember){ NULL, cur, j * 64, 0 };
+        }
+        cur = btfb_struct(&b, i % 2 ? FCTRANS_BTF_KIND_UNION
+                                    : FCTRANS_BTF_KIND_STRUCT,
+                          i == levels - 1 ? "outer" : NULL, 8 * width,
+                          width, mm);
+    }
+    outer = cur;
+    /* One level more than a lookup descends. */
+    mm[0] = (BtfbMember){ NULL, outer, 0, 0 };
+    deeper = btfb_struct(&b, FCTRANS_BTF_KIND_STRUCT, "deeper", 32, 1, mm);
+    blob = btfb_finish(&b);
+    g_test_message("BTF blob of %zu bytes", g_bytes_get_size(blob));
+    btf = load(blob, &err);
+    g_assert_no_error(err);
+
+    g_timer_start(timer);
+    g_assert_false(fctrans_btf_member(btf, outer, "absent", &m, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED);
+    g_clear_error(&err);
+    /* Found through the first embedding at each level: offset 32 bits. */
+    g_assert_true(fctrans_btf_member(btf, outer, "deep", &m, &err));
+    g_assert_no_error(err);
+    g_assert_cmpuint(m.bit_offset, ==, 32);
+    g_assert_cmpuint(m.byte_size, ==, 4);
+    g_assert_false(fctrans_btf_member(btf, deeper, "absent", &m, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_INVALID);
+    g_assert_nonnull(strstr(err->message, "nested"));
+    g_clear_error(&err);
+    g_test_message("lookups took %.6f s", g_timer_elapsed(timer, NULL));
+    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, 0.2);
+}
+
+/*
+ * As wide as BTF allows: a struct of 65535 anonymous members, each a
+ * distinct struct of 17 anonymous members (over the visit budget in all).
+ */
+static void test_anon_breadth(void)
+{
+    const unsigned outer_n = 65535, inner_n = 17;
+    BtfBuilder b;
+    g_autoptr(GBytes) blob = NULL;
+    g_autoptr(FctransBtf) btf = NULL;
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GTimer) timer = NULL;
+    g_autofree BtfbMember *om = g_new0(BtfbMember, outer_n);
+    BtfbMember im[17];
+    FctransBtfMember m;
+    uint32_t leaf, wide;
+    unsigned i;
+
+    btfb_init(&b);
+    leaf = btfb_struct(&b, FCTRANS_BTF_KIND_STRUCT, NULL, 1, 0, NULL);
+    for (i = 0; i < inner_n; i++) {
+        im[i] = (BtfbMember){ NULL, leaf, 0, 0 };
+    }
+    for (i = 0; i < outer_n; i++) {
+        om[i] = (BtfbMember){ NULL, 0, 0, 0 };
+        om[i].type = btfb_struct(&b, FCTRANS_BTF_KIND_UNION, NULL, 1,
+                                 inner_n, im);
+    }
+    wide = btfb_struct(&b, FCTRANS_BTF_KIND_STRUCT, "wide", 1, outer_n, om);
+    blob = btfb_finish(&b);
+    btf = load(blob, &err);
+    g_assert_no_error(err);
+    timer = g_timer_new();
+    g_assert_false(fctrans_btf_member(btf, wide, "absent", &m, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_INVALID);
+    g_assert_nonnull(strstr(err->message, "members searched"));
+    g_test_message("refused in %.6f s", g_timer_elapsed(timer, NULL));
+    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, 0.2);
+}
+
 static void expect_invalid(const uint8_t *d, size_t len, int code)
 {
     g_autoptr(GError) err = NULL;
@@ -252,6 +354,8 @@ int main(int argc, char **argv)
     g_test_add_func("/btf/kernel-layout", test_kernel_layout);
     g_test_add_func("/btf/bitfields-enum64", test_bitfields_enum64);
     g_test_add_func("/btf/loops", test_loops);
+    g_test_add_func("/btf/anon-nesting", test_anon_nesting);
+    g_test_add_func("/btf/anon-breadth", test_anon_breadth);
     g_test_add_func("/btf/malformed", test_malformed);
     g_test_add_func("/btf/mutations", test_mutations);
     return g_test_run();
