@@ -56,6 +56,15 @@
 
 #define BANNER_PREFIX "Linux version "
 
+/*
+ * Bounds on the search for the banner of an unknown kernel: mapped image
+ * slots read, and occurrences of BANNER_PREFIX looked at.  A kernel has a
+ * handful of the latter; a guest with thousands is hostile, and only loses
+ * the name of its kernel in the error message.
+ */
+#define FIND_BANNER_MAX_SLOTS 32
+#define FIND_BANNER_MAX_HITS 4096
+
 static uint64_t canonical(uint64_t va, bool la57)
 {
     int bits = la57 ? 57 : 48;
@@ -169,9 +178,68 @@ static bool banner_matches(const FctransVmiOps *ops, void *opaque,
 }
 
 /*
+ * The first banner in @buf[0, @len): "Linux version ...", printable, up to
+ * a newline within FCTRANS_PROFILE_MAX_BANNER bytes.  If one has a build
+ * number ("#<n>"), the first such; else the first one (in *@first, if it
+ * is still NULL).  Only hits starting before @limit count, and at most
+ * *@hits_left of them.
+ *
+ * Linear in @len whatever the contents: the first non-printable byte at
+ * or after a hit is found by a cursor that only moves forward, and the
+ * hits that byte disqualifies are skipped at once, so a buffer full of
+ * "Linux version " costs one pass, not one per hit.  A banner's own line
+ * is skipped after it: a later hit inside it is a suffix of it, and has a
+ * build number only if the line has.
+ */
+static char *banner_in(const uint8_t *buf, size_t len, size_t limit,
+                       char **first, unsigned *hits_left)
+{
+    const size_t plen = strlen(BANNER_PREFIX);
+    const uint8_t *end = buf + len;
+    const uint8_t *p = buf, *hit, *np = buf;
+
+    while (p < buf + limit && *hits_left &&
+           (hit = memmem(p, buf + limit - p, BANNER_PREFIX, plen))) {
+        (*hits_left)--;
+        if (np < hit) {
+            np = hit;
+        }
+        while (np < end && g_ascii_isprint(*np)) {
+            np++;
+        }
+        if (np == end || *np != '\n') {
+            /* No hit before np ends in a newline. */
+            p = np + 1;
+            continue;
+        }
+        if ((size_t)(np - hit) > FCTRANS_PROFILE_MAX_BANNER) {
+            /* Hits this far from the newline are too long. */
+            p = np - FCTRANS_PROFILE_MAX_BANNER;
+            continue;
+        }
+        if ((size_t)(np - hit) > plen + 1) {
+            g_autofree char *s = g_strndup((const char *)hit, np - hit);
+            const char *h = strstr(s, " #");
+
+            /* The printed banner has the build number "#<n>". */
+            if (h && g_ascii_isdigit(h[2])) {
+                return g_steal_pointer(&s);
+            }
+            if (!*first) {
+                *first = g_steal_pointer(&s);
+            }
+        }
+        p = np + 1;
+    }
+    return NULL;
+}
+
+/*
  * The banner of the running kernel, read from its image mapping, to name
- * the kernel when no profile matches: the first one with a build number,
- * else the first one.
+ * the kernel when no profile matches.  It is in .rodata, a few tens of
+ * MiB into the image: only the first FIND_BANNER_MAX_SLOTS mapped slots
+ * are read, so that a guest mapping its whole image region costs little
+ * more than a real kernel.
  */
 static char *find_running_banner(const FctransVmiOps *ops, void *opaque,
                                  uint64_t pgd, bool la57,
@@ -179,13 +247,13 @@ static char *find_running_banner(const FctransVmiOps *ops, void *opaque,
 {
     g_autofree uint8_t *page =
         g_malloc(KERNEL_ALIGN + FCTRANS_PROFILE_MAX_BANNER);
-    size_t plen = strlen(BANNER_PREFIX);
     g_autofree char *first = NULL;
+    unsigned hits_left = FIND_BANNER_MAX_HITS;
     unsigned i;
 
-    for (i = 0; i < ncands; i++) {
+    for (i = 0; i < MIN(ncands, FIND_BANNER_MAX_SLOTS) && hits_left; i++) {
         size_t len = KERNEL_ALIGN + FCTRANS_PROFILE_MAX_BANNER;
-        const uint8_t *hit, *p;
+        char *found;
 
         if (!fctrans_vmi_read_virt(ops, opaque, pgd, la57, cands[i], page,
                                    len)) {
@@ -195,36 +263,9 @@ static char *find_running_banner(const FctransVmiOps *ops, void *opaque,
                 continue;
             }
         }
-        for (p = page; p < page + KERNEL_ALIGN; p = hit + 1) {
-            const uint8_t *nl;
-
-            hit = memmem(p, page + KERNEL_ALIGN - p, BANNER_PREFIX, plen);
-            if (!hit) {
-                break;
-            }
-            nl = memchr(hit, '\n', page + len - hit);
-            if (nl && nl - hit > (ptrdiff_t)plen + 1) {
-                g_autofree char *s = g_strndup((const char *)hit, nl - hit);
-                char *c;
-
-                /* Only printable text: it ends up in an error message. */
-                for (c = s; *c; c++) {
-                    if (!g_ascii_isprint(*c)) {
-                        break;
-                    }
-                }
-                if (!*c) {
-                    const char *h = strstr(s, " #");
-
-                    /* The printed banner has the build number "#<n>". */
-                    if (h && g_ascii_isdigit(h[2])) {
-                        return g_steal_pointer(&s);
-                    }
-                    if (!first) {
-                        first = g_steal_pointer(&s);
-                    }
-                }
-            }
+        found = banner_in(page, len, KERNEL_ALIGN, &first, &hits_left);
+        if (found) {
+            return found;
         }
     }
     return g_steal_pointer(&first);
@@ -251,6 +292,12 @@ static unsigned image_candidates(const FctransVmiOps *ops, void *opaque,
     return n;
 }
 
+bool fctrans_vmi_cpu_usable(const FctransVmiCpu *cpu)
+{
+    return (cpu->cr0 & CR0_PG) && (cpu->cr4 & CR4_PAE) &&
+           (cpu->efer & EFER_LMA);
+}
+
 bool fctrans_vmi_recognise(const FctransVmiOps *ops, void *opaque,
                            const FctransVmiCpu *cpu, GPtrArray *profiles,
                            FctransVmiKernel *kernel, GError **errp)
@@ -263,8 +310,7 @@ bool fctrans_vmi_recognise(const FctransVmiOps *ops, void *opaque,
     unsigned nroots, r, i, j, ncands = 0;
     bool la57;
 
-    if (!(cpu->cr0 & CR0_PG) || !(cpu->cr4 & CR4_PAE) ||
-        !(cpu->efer & EFER_LMA)) {
+    if (!fctrans_vmi_cpu_usable(cpu)) {
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED,
                     "the vCPU is not in 64-bit long mode with paging "
                     "(no kernel running yet?)");

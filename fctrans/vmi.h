@@ -14,7 +14,10 @@
  * stale or torn; every walk is bounded by construction (fixed page-table
  * depth, a linear pass over the pfns), and every value read from the guest
  * is range-checked before use.  A racy read can give a wrong answer about
- * a page, never a crash or an endless loop.
+ * a page, never a crash or an endless loop.  The cost is fixed whatever
+ * the guest writes: recognition tries at most the 512 2 MiB slots of the
+ * kernel image region per profile and reads at most 64 MiB of them in
+ * search of the banner; the scan reads each struct page of RAM once.
  */
 #ifndef FCTRANS_VMI_H
 #define FCTRANS_VMI_H
@@ -91,6 +94,15 @@ bool fctrans_vmi_translate(const FctransVmiOps *ops, void *opaque,
 bool fctrans_vmi_read_virt(const FctransVmiOps *ops, void *opaque,
                            uint64_t pgd, bool la57, uint64_t va,
                            void *buf, size_t len);
+
+/*
+ * Whether @cpu is in 64-bit long mode with paging, so that recognition
+ * from it is conclusive: every such vCPU maps the same kernel, and a
+ * failure on one is a failure on all (do not retry on the next vCPU,
+ * which would repeat the whole search).  Others (still in firmware, or
+ * an AP not brought up yet) are refused before anything is read.
+ */
+bool fctrans_vmi_cpu_usable(const FctransVmiCpu *cpu);
 
 /*
  * Recognise the running kernel among @profiles (an array of

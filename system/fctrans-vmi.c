@@ -166,7 +166,11 @@ GuestFreeMemoryInfo *qmp_query_guest_free_memory(const char *profiles,
         flatview_for_each_range(fv, collect_ram, &ram);
     }
 
-    /* Any vCPU in long mode will do: they share the kernel's mappings. */
+    /*
+     * Any vCPU in long mode will do: they share the kernel's mappings, so
+     * the first one decides; retrying on the others would only repeat
+     * the search (under the BQL) for the same answer.
+     */
     CPU_FOREACH(cs) {
         FctransVmiCpu st;
 
@@ -175,9 +179,9 @@ GuestFreeMemoryInfo *qmp_query_guest_free_memory(const char *profiles,
         }
         have_cpu = true;
         g_clear_error(&err);
-        if (fctrans_vmi_recognise(&vmi_ops, &ram, &st, plist, &kernel,
-                                  &err)) {
-            recognised = true;
+        recognised = fctrans_vmi_recognise(&vmi_ops, &ram, &st, plist,
+                                           &kernel, &err);
+        if (recognised || fctrans_vmi_cpu_usable(&st)) {
             break;
         }
     }

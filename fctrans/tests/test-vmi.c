@@ -39,6 +39,7 @@ typedef struct FakeMem {
     uint64_t next_table;        /* allocator for page-table pages */
     unsigned fail_every;        /* make every Nth read fail (0: never) */
     unsigned reads;
+    uint64_t bytes;             /* read successfully */
 } FakeMem;
 
 static uint8_t *mem_page(FakeMem *m, uint64_t pfn)
@@ -99,6 +100,7 @@ static bool fake_read(void *opaque, uint64_t gpa, void *buf, size_t len)
     if (gpa >= m->ram_end || len > m->ram_end - gpa) {
         return false;
     }
+    m->bytes += len;
     while (len) {
         size_t n = MIN(len, PG - (gpa & (PG - 1)));
         uint8_t *p = g_hash_table_lookup(m->pages,
@@ -305,11 +307,42 @@ static void test_translate(void)
                                              0xffffffff80400000ULL, &pa,
                                              &span));
         g_assert_cmpuint(span, ==, 2ULL << 20);
-        /* Non-canonical addresses are never mapped. */
-        g_assert_false(fctrans_vmi_translate(&fake_ops, m, root, la57,
-                                             0x0080000000000000ULL, &pa,
-                                             &span));
-        g_assert_cmpuint(span, >, 0);
+        /*
+         * Non-canonical addresses are never mapped, even where the bits
+         * that index the tables select a mapping: flipping a bit above
+         * the top indexed one (47 or 56) keeps every index of @va, so a
+         * walk that ignored canonicality would translate it.  The span
+         * skips to the start of the upper half.
+         */
+        {
+            uint64_t bad = va ^ (1ULL << (la57 ? 60 : 50));
+            uint64_t upper = la57 ? 0xff00000000000000ULL
+                                  : 0xffff800000000000ULL;
+
+            g_assert_false(fctrans_vmi_translate(&fake_ops, m, root, la57,
+                                                 bad, &pa, &span));
+            g_assert_cmphex(bad + span, ==, upper);
+            /* The lowest non-canonical address of each width. */
+            g_assert_false(fctrans_vmi_translate(&fake_ops, m, root, la57,
+                                                 la57 ? 1ULL << 56
+                                                      : 1ULL << 47,
+                                                 &pa, &span));
+        }
+        /*
+         * @va of the 5-level case is canonical only with 57 bits: with 4
+         * levels it is refused, although its 4-level indices are mapped.
+         */
+        if (la57) {
+            uint64_t root4 = alloc_table(m);
+
+            map(m, root4, false, va, 0x7000000, 1);
+            /* Same indices, canonical with 48 bits (bit 47 is clear). */
+            g_assert_true(fctrans_vmi_translate(&fake_ops, m, root4, false,
+                                                va & 0xffffffffffffULL,
+                                                &pa, &span));
+            g_assert_false(fctrans_vmi_translate(&fake_ops, m, root4, false,
+                                                 va, &pa, &span));
+        }
         mem_free(m);
     }
 }
@@ -405,6 +438,109 @@ static void test_recognise_refused(void)
     g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_FAILED);
     g_clear_error(&err);
     guest_free(g);
+}
+
+/*
+ * A hostile guest: its whole 1 GiB kernel image region mapped, every
+ * 2 MiB slot (aliases of one physical 2 MiB) full of near-miss banners:
+ * first "Linux version " over and over with no newline in reach, then the
+ * real banner, then "Linux version \1" over and over.  No profile
+ * matches, so the running banner is searched for: that must cost one
+ * linear pass over a bounded number of slots and hits, not a pass per
+ * hit, and end in the error naming the kernel.
+ */
+static void test_banner_near_miss(void)
+{
+    const uint64_t slot_phys = 0x8000000;   /* 128 MiB */
+    const uint64_t slot = 2ULL << 20;
+    const char junk[] = "Linux version ";
+    const size_t jlen = strlen(junk);
+    FakeMem *m = mem_new(256ULL << 20);
+    uint64_t root = alloc_table(m);
+    g_autoptr(GPtrArray) profiles = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)fctrans_profile_free);
+    g_autofree uint8_t *fill = g_malloc0(slot);
+    g_autoptr(GTimer) timer = NULL;
+    g_autoptr(GError) err = NULL;
+    FctransVmiCpu cpu = {
+        .cr0 = 0x80050033, .cr4 = 0x20, .efer = 0xd01, .cr3 = root,
+    };
+    FctransVmiKernel k;
+    uint64_t off;
+    const size_t bpos = slot / 2;
+
+    for (off = 0; off + jlen < bpos; off += jlen) {
+        memcpy(fill + off, junk, jlen);
+    }
+    fill[bpos - 1] = '\0';    /* the near misses end without a newline */
+    memcpy(fill + bpos, banner, strlen(banner));
+    fill[bpos + strlen(banner)] = '\n';
+    for (off = bpos + 4096; off + jlen + 1 <= slot; off += jlen + 1) {
+        memcpy(fill + off, junk, jlen);
+        fill[off + jlen] = 1;
+    }
+    mem_write(m, slot_phys, fill, slot);
+    for (off = 0; off < (1ULL << 30); off += slot) {
+        map(m, root, false, 0xffffffff80000000ULL + off, slot_phys, 2);
+    }
+    g_ptr_array_add(profiles, test_profile(
+        "Linux version 6.1.0-99-amd64 (test@example) (gcc) #2 SMP Test"));
+
+    m->bytes = 0;
+    timer = g_timer_new();
+    g_assert_false(fctrans_vmi_recognise(&fake_ops, m, &cpu, profiles, &k,
+                                         &err));
+    g_test_message("refused in %.3f s, %" PRIu64 " MiB read",
+                   g_timer_elapsed(timer, NULL), m->bytes >> 20);
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED);
+    g_assert_nonnull(strstr(err->message, banner));
+    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, 0.2);
+    g_clear_error(&err);
+
+    /*
+     * Without the banner every slot is a near miss: a bounded part of
+     * the 1 GiB region is read, not all of it.
+     */
+    memset(fill, 'x', 4096);
+    mem_write(m, slot_phys + bpos, fill, 4096);
+    m->bytes = 0;
+    g_timer_start(timer);
+    g_assert_false(fctrans_vmi_recognise(&fake_ops, m, &cpu, profiles, &k,
+                                         &err));
+    g_test_message("refused in %.3f s, %" PRIu64 " MiB read",
+                   g_timer_elapsed(timer, NULL), m->bytes >> 20);
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED);
+    g_assert_nonnull(strstr(err->message, "no Linux kernel found"));
+    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, 0.2);
+    g_assert_cmpuint(m->bytes, <=, 80ULL << 20);
+    g_clear_error(&err);
+
+    /* Few hits per slot: the number of slots read is what is bounded. */
+    memset(fill, 0, slot / 2);
+    mem_write(m, slot_phys + bpos, fill, slot / 2);
+    m->bytes = 0;
+    g_timer_start(timer);
+    g_assert_false(fctrans_vmi_recognise(&fake_ops, m, &cpu, profiles, &k,
+                                         &err));
+    g_test_message("refused in %.3f s, %" PRIu64 " MiB read",
+                   g_timer_elapsed(timer, NULL), m->bytes >> 20);
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED);
+    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, 0.2);
+    g_assert_cmpuint(m->bytes, <=, 80ULL << 20);
+    mem_free(m);
+}
+
+/* Only a vCPU in long mode with paging is conclusive. */
+static void test_cpu_usable(void)
+{
+    FctransVmiCpu cpu = { .cr0 = 0x80050033, .cr4 = 0x20, .efer = 0xd01 };
+
+    g_assert_true(fctrans_vmi_cpu_usable(&cpu));
+    cpu.efer = 0x1;             /* no LMA: not yet in long mode */
+    g_assert_false(fctrans_vmi_cpu_usable(&cpu));
+    cpu.efer = 0xd01;
+    cpu.cr0 &= ~(1ULL << 31);   /* paging off */
+    g_assert_false(fctrans_vmi_cpu_usable(&cpu));
 }
 
 static void assert_range(GArray *r, guint i, uint64_t start, uint64_t count)
@@ -596,6 +732,8 @@ int main(int argc, char **argv)
     g_test_add_func("/vmi/translate-loop", test_translate_loop);
     g_test_add_func("/vmi/recognise", test_recognise);
     g_test_add_func("/vmi/recognise-refused", test_recognise_refused);
+    g_test_add_func("/vmi/banner-near-miss", test_banner_near_miss);
+    g_test_add_func("/vmi/cpu-usable", test_cpu_usable);
     g_test_add_func("/vmi/scan", test_scan);
     g_test_add_func("/vmi/scan-hole", test_scan_hole);
     g_test_add_func("/vmi/garbage", test_garbage);
