@@ -88,6 +88,41 @@ class QMPError(Exception):
     pass
 
 
+class LineReader:
+    """Whole lines from a stream socket, with a timeout per call.
+
+    A line is returned only once its newline has arrived; bytes of a
+    line that is still arriving stay buffered across timeouts (a file
+    from socket.makefile() loses them when a timeout hits mid-line)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+
+    def readline(self, timeout=None):
+        """The next line without its newline; raise socket.timeout when
+        none is complete in time, EOFError when the peer closed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            nl = self.buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self.buf[:nl])
+                del self.buf[:nl + 1]
+                return line
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout("no whole line in time")
+                self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            finally:
+                self.sock.settimeout(None)
+            if not data:
+                raise EOFError("connection closed")
+            self.buf += data
+
+
 class QMP:
     """A minimal QMP client over a unix socket."""
 
@@ -95,17 +130,18 @@ class QMP:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         wait_for(lambda: (alive and alive()) or unix_connect(self.sock, path),
                  timeout, f"QMP at {path}")
-        self.file = self.sock.makefile("rwb")
+        self.lines = LineReader(self.sock)
         self.events = []
-        greeting = self._read()
+        greeting = self._read(timeout)
         if "QMP" not in greeting:
             raise QMPError(f"bad greeting {greeting}")
         self.cmd("qmp_capabilities")
 
-    def _read(self):
-        line = self.file.readline()
-        if not line:
-            raise QMPError("QMP connection closed")
+    def _read(self, timeout=None):
+        try:
+            line = self.lines.readline(timeout)
+        except EOFError:
+            raise QMPError("QMP connection closed") from None
         return json.loads(line)
 
     def cmd(self, name, **args):
@@ -113,8 +149,7 @@ class QMP:
         msg = {"execute": name}
         if args:
             msg["arguments"] = {k.replace("_", "-"): v for k, v in args.items()}
-        self.file.write(json.dumps(msg).encode() + b"\n")
-        self.file.flush()
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
         while True:
             resp = self._read()
             if "event" in resp:
@@ -136,13 +171,10 @@ class QMP:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no {name} event in {timeout}s")
-            self.sock.settimeout(left)
             try:
-                self.events.append(self._read())
+                self.events.append(self._read(left))
             except socket.timeout:
                 pass
-            finally:
-                self.sock.settimeout(None)
 
     def close(self):
         try:
@@ -189,12 +221,17 @@ class Serial:
             self.pos = len(self.buf)
 
     def wait(self, pattern, timeout=120):
-        """Wait for a regex in the output since the mark; return the match."""
+        """Wait for a regex in the output since the mark; return the match.
+
+        Only whole lines count: the search stops at the last newline, so
+        an anchored or greedy pattern ('^x=\\d+$') never matches a line
+        that has not finished arriving."""
         rx = re.compile(pattern, re.M)
         deadline = time.monotonic() + timeout
         with self.lock:
             while True:
-                m = rx.search(self.buf, self.pos)
+                end = self.buf.rfind("\n") + 1
+                m = rx.search(self.buf, self.pos, end) if end > self.pos else None
                 if m:
                     self.pos = m.end()
                     return m
