@@ -83,6 +83,7 @@ struct SubhostReq {
     void *opaque;
     int64_t start_ns;
     int error;                  /* errno from libnbd; 0 = success */
+    bool sync;                  /* done() runs once no longer in flight */
     SubhostReq *prev, *next;    /* in the lane's in-flight or done list */
 };
 
@@ -138,12 +139,20 @@ struct FctransSubhost {
     pthread_mutex_t fail_lock;
     char *failure;
 
-    /* Capacity accounting, one bit per page. */
+    /*
+     * Capacity accounting, one bit per page in each map. A page is held
+     * (charged) while a write of it is in flight and once the server
+     * acknowledged one; it is stored only in the second case. Held pages
+     * that are not stored belong to writes in flight: a write that fails
+     * or is refused gives them back, so that both maps only ever reflect
+     * acknowledged writes once nothing is in flight.
+     */
     pthread_mutex_t acct_lock;
-    unsigned long *bitmap;
+    unsigned long *held;
+    unsigned long *stored;
     uint64_t npages;
     uint64_t capacity;
-    uint64_t used;
+    uint64_t used;              /* bytes held */
 
     /* Requests accepted and whose callback has not returned (atomic). */
     uint64_t in_flight;
@@ -271,23 +280,36 @@ static uint64_t hist_percentile(const uint64_t *hist, uint64_t total,
 
 #define BITS_PER_WORD   (8 * sizeof(unsigned long))
 
+/* Mask of the bits of pages [first, first + span) in their word. */
+static unsigned long bitmap_mask(uint64_t first, unsigned span)
+{
+    unsigned bit = first % BITS_PER_WORD;
+
+    return span == BITS_PER_WORD ? ~0ul : ((1ul << span) - 1) << bit;
+}
+
 /*
- * Apply @set (true: set, false: clear) to pages [first, first + n) and
- * return how many bits changed; with @dry_run, only count them.
+ * Pages [first, first + n): with @set, set them in @map; without, clear
+ * those that are not set in @keep (NULL: clear them all). Returns how
+ * many bits changed; with @dry_run, only count them.
  */
-static uint64_t bitmap_update(unsigned long *map, uint64_t first, uint64_t n,
-                              bool set, bool dry_run)
+static uint64_t bitmap_update(unsigned long *map, const unsigned long *keep,
+                              uint64_t first, uint64_t n, bool set,
+                              bool dry_run)
 {
     uint64_t changed = 0;
 
     while (n) {
         uint64_t word = first / BITS_PER_WORD;
-        unsigned bit = first % BITS_PER_WORD;
-        unsigned span = MIN(n, BITS_PER_WORD - bit);
-        unsigned long mask = span == BITS_PER_WORD ? ~0ul :
-                             ((1ul << span) - 1) << bit;
-        unsigned long flip = set ? ~map[word] & mask : map[word] & mask;
+        unsigned span = MIN(n, BITS_PER_WORD - first % BITS_PER_WORD);
+        unsigned long mask = bitmap_mask(first, span);
+        unsigned long flip;
 
+        if (set) {
+            flip = ~map[word] & mask;
+        } else {
+            flip = map[word] & mask & (keep ? ~keep[word] : ~0ul);
+        }
         changed += __builtin_popcountl(flip);
         if (!dry_run) {
             map[word] ^= flip;
@@ -298,6 +320,7 @@ static uint64_t bitmap_update(unsigned long *map, uint64_t first, uint64_t n,
     return changed;
 }
 
+/* Reserve the pages a write is about to place; before it is sent. */
 static bool subhost_charge(FctransSubhost *sh, uint64_t offset, size_t len,
                            GError **errp)
 {
@@ -306,7 +329,8 @@ static bool subhost_charge(FctransSubhost *sh, uint64_t offset, size_t len,
     uint64_t fresh;
 
     pthread_mutex_lock(&sh->acct_lock);
-    fresh = bitmap_update(sh->bitmap, first, n, true, true) << sh->page_shift;
+    fresh = bitmap_update(sh->held, NULL, first, n, true, true)
+            << sh->page_shift;
     if (sh->used + fresh > sh->capacity) {
         uint64_t used = sh->used;
 
@@ -319,19 +343,44 @@ static bool subhost_charge(FctransSubhost *sh, uint64_t offset, size_t len,
                     offset);
         return false;
     }
-    bitmap_update(sh->bitmap, first, n, true, false);
+    bitmap_update(sh->held, NULL, first, n, true, false);
     sh->used += fresh;
     pthread_mutex_unlock(&sh->acct_lock);
     return true;
 }
 
+/*
+ * A write was acknowledged (@ok) or failed, or was refused after
+ * subhost_charge(). Acknowledged pages are stored; the others give back
+ * their reservation, except pages an earlier write stored: the server
+ * still holds a version of those (which one is undefined after a failed
+ * write), so they stay stored and charged until a trim.
+ */
+static void subhost_write_settled(FctransSubhost *sh, uint64_t offset,
+                                  size_t len, bool ok)
+{
+    uint64_t first = offset >> sh->page_shift;
+    uint64_t n = len >> sh->page_shift;
+
+    pthread_mutex_lock(&sh->acct_lock);
+    if (ok) {
+        bitmap_update(sh->stored, NULL, first, n, true, false);
+    } else {
+        sh->used -= bitmap_update(sh->held, sh->stored, first, n, false,
+                                  false) << sh->page_shift;
+    }
+    pthread_mutex_unlock(&sh->acct_lock);
+}
+
+/* A trim was acknowledged: the pages are gone from the server. */
 static void subhost_uncharge(FctransSubhost *sh, uint64_t offset, size_t len)
 {
     uint64_t first = offset >> sh->page_shift;
     uint64_t n = len >> sh->page_shift;
 
     pthread_mutex_lock(&sh->acct_lock);
-    sh->used -= bitmap_update(sh->bitmap, first, n, false, false)
+    bitmap_update(sh->stored, NULL, first, n, false, false);
+    sh->used -= bitmap_update(sh->held, NULL, first, n, false, false)
                 << sh->page_shift;
     pthread_mutex_unlock(&sh->acct_lock);
 }
@@ -345,7 +394,7 @@ bool fctrans_subhost_page_stored(FctransSubhost *sh, uint64_t offset)
         return false;
     }
     pthread_mutex_lock(&sh->acct_lock);
-    ret = sh->bitmap[page / BITS_PER_WORD] & (1ul << (page % BITS_PER_WORD));
+    ret = sh->stored[page / BITS_PER_WORD] & (1ul << (page % BITS_PER_WORD));
     pthread_mutex_unlock(&sh->acct_lock);
     return ret;
 }
@@ -499,7 +548,10 @@ static void subhost_complete(FctransSubhost *sh, SubhostReq *req)
 {
     SubhostOpCounters *c = &sh->ops[req->op];
     uint64_t lat = now_ns() - req->start_ns;
+    FctransSubhostDone *done;
     GError *err = NULL;
+    void *opaque;
+    bool sync;
 
     stat_add(&c->requests, 1);
     if (req->error) {
@@ -514,20 +566,34 @@ static void subhost_complete(FctransSubhost *sh, SubhostReq *req)
             subhost_uncharge(sh, req->offset, req->len);
         }
     }
+    /* Settled before the callback runs: it may look, or write again. */
+    if (req->op == FCTRANS_SUBHOST_OP_WRITE) {
+        subhost_write_settled(sh, req->offset, req->len, !req->error);
+    }
 
-    req->done(req->opaque, err);
-
+    if (!req->sync) {
+        req->done(req->opaque, err);
+    }
     if (err) {
         pthread_mutex_lock(&sh->drain_lock);
         if (!sh->first_error) {
-            sh->first_error = err;
-            err = NULL;
+            sh->first_error = g_error_copy(err);
         }
         pthread_mutex_unlock(&sh->drain_lock);
-        g_clear_error(&err);
     }
+    done = req->done;
+    opaque = req->opaque;
+    sync = req->sync;
     g_free(req);
     subhost_request_finished(sh);
+    if (sync) {
+        /*
+         * A synchronous call returns once its request no longer counts
+         * as in flight; its waiter needs nothing of the channel.
+         */
+        done(opaque, err);
+    }
+    g_clear_error(&err);
 }
 
 /* Run the callbacks of completed requests; lane thread only. */
@@ -980,20 +1046,23 @@ static bool subhost_connect_all(FctransSubhost *sh,
         goto fail;
     }
     for (i = 1; i < want; i++) {
+        GError *err = NULL;
+
         nbd[i] = subhost_nbd_new(sh, "bulk", errp);
         if (!nbd[i]) {
             goto fail;
         }
-        if (!subhost_nbd_connect(sh, nbd[i], "bulk", errp) ||
-            !subhost_check_export(sh, nbd[i], false, errp)) {
-            GError *e = *errp;
+        /* A local error: @errp may be NULL, and we add to the message. */
+        if (!subhost_nbd_connect(sh, nbd[i], "bulk", &err) ||
+            !subhost_check_export(sh, nbd[i], false, &err)) {
             char *msg = g_strdup_printf("%s (the urgent lane was accepted: "
                                         "does the server limit clients? "
                                         "this client needs %u connections)",
-                                        e->message, want);
+                                        err->message, want);
 
-            g_free(e->message);
-            e->message = msg;
+            g_free(err->message);
+            err->message = msg;
+            g_propagate_error(errp, err);
             goto fail;
         }
     }
@@ -1010,24 +1079,28 @@ fail:
     return false;
 }
 
-static bool lane_start(FctransSubhost *sh, SubhostLane *lane,
-                       struct nbd_handle *nbd, GError **errp)
+/*
+ * Give a stopped lane its connection; its thread is started separately,
+ * once every lane has one (see subhost_start_lanes()).
+ */
+static bool lane_attach(FctransSubhost *sh, SubhostLane *lane,
+                        struct nbd_handle *nbd, GError **errp)
 {
-    g_autofree char *tname = NULL;
     int fd = nbd_aio_get_fd(nbd);
+    int sock = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
 
-    lane->sock = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
-    if (lane->sock < 0) {
+    if (sock < 0) {
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_IO,
                     "sub-host %s: cannot duplicate the socket: %s", sh->id,
                     g_strerror(errno));
         return false;
     }
+    pthread_mutex_lock(&lane->lock);
+    lane->sock = sock;
     lane->nbd = nbd;
     lane->failed = false;
     lane->disconnecting = false;
-    tname = g_strdup_printf("subhost-%s", lane->name);
-    lane->thread = g_thread_new(tname, lane_thread, lane);
+    pthread_mutex_unlock(&lane->lock);
     return true;
 }
 
@@ -1038,6 +1111,10 @@ static void lane_stop(SubhostLane *lane)
         g_thread_join(lane->thread);
         lane->thread = NULL;
     }
+    /* A submitter that got past the sub-host check must find it failed. */
+    pthread_mutex_lock(&lane->lock);
+    lane->failed = true;
+    pthread_mutex_unlock(&lane->lock);
     if (lane->nbd) {
         nbd_close(lane->nbd);
         lane->nbd = NULL;
@@ -1046,6 +1123,48 @@ static void lane_stop(SubhostLane *lane)
         close(lane->sock);
         lane->sock = -1;
     }
+}
+
+/*
+ * Install @nbd[] in the (stopped) lanes, mark the sub-host healthy, then
+ * start the lane threads; with handles_lock held for writing, or before
+ * the sub-host is shared. A lane can only fail once its thread runs,
+ * hence after the sub-host was marked healthy: subhost_fail() then sees
+ * the failure as the first one and shuts every lane down, so that no
+ * failure is swallowed by a sub-host marked healthy after it. On error,
+ * the sub-host stays failed, every handle is closed and no thread runs.
+ */
+static bool subhost_start_lanes(FctransSubhost *sh,
+                                struct nbd_handle *nbd[LANE__MAX],
+                                GError **errp)
+{
+    unsigned i, j;
+
+    for (i = 0; i < sh->nlanes; i++) {
+        lane_stop(&sh->lane[i]);
+        if (!lane_attach(sh, &sh->lane[i], nbd[i], errp)) {
+            for (j = 0; j < i; j++) {
+                lane_stop(&sh->lane[j]);
+            }
+            for (j = i; j < sh->nlanes; j++) {
+                nbd_close(nbd[j]);
+            }
+            return false;
+        }
+    }
+
+    pthread_mutex_lock(&sh->fail_lock);
+    g_clear_pointer(&sh->failure, g_free);
+    __atomic_store_n(&sh->failed, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&sh->fail_lock);
+
+    for (i = 0; i < sh->nlanes; i++) {
+        SubhostLane *lane = &sh->lane[i];
+        g_autofree char *tname = g_strdup_printf("subhost-%s", lane->name);
+
+        lane->thread = g_thread_new(tname, lane_thread, lane);
+    }
+    return true;
 }
 
 /* Opening and closing */
@@ -1211,7 +1330,8 @@ static void subhost_free(FctransSubhost *sh)
     pthread_mutex_destroy(&sh->drain_lock);
     pthread_cond_destroy(&sh->drain_cond);
     g_clear_error(&sh->first_error);
-    g_free(sh->bitmap);
+    g_free(sh->held);
+    g_free(sh->stored);
     g_free(sh->failure);
     g_free(sh->id);
     g_free(sh->uri);
@@ -1228,6 +1348,7 @@ FctransSubhost *fctrans_subhost_open(const FctransSubhostConfig *cfg,
     struct nbd_handle *nbd[LANE__MAX];
     pthread_rwlockattr_t rwattr;
     FctransSubhost *sh;
+    size_t map_bytes;
     unsigned i;
 
     if (!subhost_check_config(cfg, errp)) {
@@ -1270,7 +1391,12 @@ FctransSubhost *fctrans_subhost_open(const FctransSubhostConfig *cfg,
         lane->sh = sh;
         lane->name = lane_names[i];
         lane->sock = -1;
+        lane->wake_fd = -1;
         pthread_mutex_init(&lane->lock, NULL);
+    }
+    for (i = 0; i < LANE__MAX; i++) {
+        SubhostLane *lane = &sh->lane[i];
+
         lane->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (lane->wake_fd < 0) {
             g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_FAILED,
@@ -1295,9 +1421,11 @@ FctransSubhost *fctrans_subhost_open(const FctransSubhostConfig *cfg,
     }
 
     sh->npages = (sh->export_size + sh->page_size - 1) >> sh->page_shift;
-    sh->bitmap = g_try_malloc0(MAX(1, (sh->npages + BITS_PER_WORD - 1) /
-                                      BITS_PER_WORD) * sizeof(unsigned long));
-    if (!sh->bitmap) {
+    map_bytes = MAX(1, (sh->npages + BITS_PER_WORD - 1) / BITS_PER_WORD) *
+                sizeof(unsigned long);
+    sh->held = g_try_malloc0(map_bytes);
+    sh->stored = g_try_malloc0(map_bytes);
+    if (!sh->held || !sh->stored) {
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_FAILED,
                     "sub-host %s: no memory for the page map of a %" PRIu64
                     "-byte export", sh->id, sh->export_size);
@@ -1310,17 +1438,8 @@ FctransSubhost *fctrans_subhost_open(const FctransSubhostConfig *cfg,
                                  : sh->export_size;
     sh->capacity &= ~(uint64_t)(sh->page_size - 1);
 
-    for (i = 0; i < sh->nlanes; i++) {
-        if (!lane_start(sh, &sh->lane[i], nbd[i], errp)) {
-            unsigned j;
-
-            for (j = i; j < sh->nlanes; j++) {
-                nbd_close(nbd[j]);
-            }
-            subhost_fail(sh, "open failed");
-            subhost_shutdown_lanes(sh);
-            goto fail;
-        }
+    if (!subhost_start_lanes(sh, nbd, errp)) {
+        goto fail;
     }
     return sh;
 
@@ -1442,7 +1561,7 @@ static bool subhost_refuse_failed(FctransSubhost *sh, GError **errp)
 static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
                            uint64_t offset, size_t len, void *buf,
                            unsigned flags, FctransSubhostDone *done,
-                           void *opaque, GError **errp)
+                           void *opaque, bool sync, GError **errp)
 {
     nbd_completion_callback cb;
     SubhostLane *lane;
@@ -1495,6 +1614,7 @@ static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
     req->done = done;
     req->opaque = opaque;
     req->error = 0;
+    req->sync = sync;
     cb = (nbd_completion_callback) {
         .callback = subhost_nbd_done,
         .user_data = req,
@@ -1517,6 +1637,9 @@ static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
     pthread_mutex_unlock(&lane->lock);
     if (refused) {
         g_free(req);
+        if (op == FCTRANS_SUBHOST_OP_WRITE) {
+            subhost_write_settled(sh, offset, len, false);
+        }
         subhost_request_finished(sh);
         pthread_rwlock_unlock(&sh->handles_lock);
         return subhost_refuse_failed(sh, errp);
@@ -1545,6 +1668,9 @@ static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
         pthread_mutex_unlock(&lane->lock);
         lane_wake(lane); /* it may be waiting for the list to empty */
         g_free(req);
+        if (op == FCTRANS_SUBHOST_OP_WRITE) {
+            subhost_write_settled(sh, offset, len, false);
+        }
         subhost_request_finished(sh);
         pthread_rwlock_unlock(&sh->handles_lock);
         stat_add(&sh->refused, 1);
@@ -1572,7 +1698,7 @@ bool fctrans_subhost_write(FctransSubhost *sh, uint64_t offset, size_t len,
                            GError **errp)
 {
     return subhost_submit(sh, FCTRANS_SUBHOST_OP_WRITE, offset, len,
-                          (void *)buf, flags, done, opaque, errp);
+                          (void *)buf, flags, done, opaque, false, errp);
 }
 
 bool fctrans_subhost_read(FctransSubhost *sh, uint64_t offset, size_t len,
@@ -1581,7 +1707,7 @@ bool fctrans_subhost_read(FctransSubhost *sh, uint64_t offset, size_t len,
                           GError **errp)
 {
     return subhost_submit(sh, FCTRANS_SUBHOST_OP_READ, offset, len, buf,
-                          flags, done, opaque, errp);
+                          flags, done, opaque, false, errp);
 }
 
 bool fctrans_subhost_trim(FctransSubhost *sh, uint64_t offset, size_t len,
@@ -1589,7 +1715,7 @@ bool fctrans_subhost_trim(FctransSubhost *sh, uint64_t offset, size_t len,
                           void *opaque, GError **errp)
 {
     return subhost_submit(sh, FCTRANS_SUBHOST_OP_TRIM, offset, len, NULL,
-                          flags, done, opaque, errp);
+                          flags, done, opaque, false, errp);
 }
 
 /* Waiting */
@@ -1652,7 +1778,8 @@ static bool subhost_sync(FctransSubhost *sh, FctransSubhostOp op,
     }
     pthread_mutex_init(&w.lock, NULL);
     pthread_cond_init(&w.cond, NULL);
-    ok = subhost_submit(sh, op, offset, len, buf, 0, sync_done, &w, errp);
+    ok = subhost_submit(sh, op, offset, len, buf, 0, sync_done, &w, true,
+                        errp);
     if (ok) {
         pthread_mutex_lock(&w.lock);
         while (!w.done) {
@@ -1731,29 +1858,11 @@ bool fctrans_subhost_reconnect(FctransSubhost *sh, GError **errp)
     g_assert(sh->nlanes == nlanes);
 
     pthread_rwlock_wrlock(&sh->handles_lock);
-    for (i = 0; i < sh->nlanes; i++) {
-        SubhostLane *lane = &sh->lane[i];
-
-        lane_stop(lane);
-        if (!lane_start(sh, lane, nbd[i], errp)) {
-            unsigned j;
-
-            for (j = i; j < sh->nlanes; j++) {
-                nbd_close(nbd[j]);
-            }
-            subhost_fail(sh, "reconnect failed");
-            subhost_shutdown_lanes(sh);
-            pthread_rwlock_unlock(&sh->handles_lock);
-            goto out;
-        }
-    }
-    pthread_mutex_lock(&sh->fail_lock);
-    g_clear_pointer(&sh->failure, g_free);
-    __atomic_store_n(&sh->failed, 0, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&sh->fail_lock);
+    ok = subhost_start_lanes(sh, nbd, errp);
     pthread_rwlock_unlock(&sh->handles_lock);
-    stat_add(&sh->reconnects, 1);
-    ok = true;
+    if (ok) {
+        stat_add(&sh->reconnects, 1);
+    }
 
 out:
     pthread_mutex_unlock(&sh->reconnect_lock);

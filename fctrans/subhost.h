@@ -43,10 +43,15 @@
  * The client accounts for every page it placed, at page_size granularity
  * (a bitmap over the export): a write of pages not yet held charges them
  * before anything is sent and fails with FCTRANS_ERROR_NOSPACE when the
- * capacity would be exceeded; a successful trim releases them. A failed
- * write stays charged, because the server may hold the data: trim the
- * range to release it. The server enforces its own cap (cgroup memory
- * limit, export size) independently.
+ * capacity would be exceeded; a successful trim releases them. A write
+ * that is refused, or completes with an error, gives back the pages it
+ * charged before its callback runs: capacity and
+ * fctrans_subhost_page_stored() count only acknowledged writes. (A page
+ * an earlier write stored stays stored and charged after a failed
+ * rewrite: the server holds some version of it.) A server may still hold
+ * data of a failed write (one that timed out, say): trim the range to
+ * make sure its memory is freed. The server enforces its own cap (cgroup
+ * memory limit, export size) independently.
  *
  * Failure
  * -------
@@ -201,7 +206,11 @@ bool fctrans_subhost_trim_sync(FctransSubhost *sh, uint64_t offset,
 bool fctrans_subhost_is_connected(FctransSubhost *sh);
 bool fctrans_subhost_reconnect(FctransSubhost *sh, GError **errp);
 
-/* Whether the client believes the page at @offset is stored there. */
+/*
+ * Whether the page at @offset is stored there: a write of it was
+ * acknowledged, and no trim of it since. False while the first write of a
+ * page is in flight, and after it failed or was refused.
+ */
 bool fctrans_subhost_page_stored(FctransSubhost *sh, uint64_t offset);
 
 typedef struct FctransSubhostOpStats {
@@ -220,7 +229,7 @@ typedef struct FctransSubhostStats {
     uint64_t in_flight;         /* accepted, callback not yet returned */
     uint64_t refused;           /* submissions refused at once */
     uint64_t nospace;           /* of which for lack of capacity */
-    uint64_t capacity_used;     /* bytes charged (pages placed) */
+    uint64_t capacity_used;     /* bytes charged: stored, being written */
     uint64_t capacity_total;    /* bytes */
     uint64_t reconnects;        /* successful fctrans_subhost_reconnect() */
     bool connected;

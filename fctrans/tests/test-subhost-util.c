@@ -8,11 +8,13 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -247,13 +249,43 @@ static int free_tcp_port(void)
     return port;
 }
 
+/* Spawn @argv (it writes s->pidfile); true once that file exists. */
+static bool server_spawn_argv(SubhostTestServer *s, GPtrArray *argv)
+{
+    g_autoptr(GError) err = NULL;
+    int64_t deadline = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
+
+    g_ptr_array_add(argv, NULL);
+    g_unlink(s->pidfile);
+    if (!g_spawn_async(NULL, (char **)argv->pdata, NULL,
+                       G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH |
+                       G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, &s->pid,
+                       &err)) {
+        g_error("cannot start %s: %s", (char *)argv->pdata[0],
+                err->message);
+    }
+    track_pid(s->pid, true);
+    while (!g_file_test(s->pidfile, G_FILE_TEST_EXISTS)) {
+        int status;
+
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            track_pid(s->pid, false);
+            s->pid = 0;
+            return false;       /* it failed: port taken, bad option... */
+        }
+        if (g_get_monotonic_time() > deadline) {
+            g_error("nbdkit for %s did not become ready", s->vm);
+        }
+        g_usleep(5000);
+    }
+    return true;
+}
+
 /* Spawn the launcher; true once nbdkit wrote its pid file (ready). */
 static bool server_spawn(SubhostTestServer *s, const char *size,
                          SubhostTestTls tls, const char *const *extra)
 {
     g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
-    g_autoptr(GError) err = NULL;
-    int64_t deadline = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
     const char *suffix = s->vm[strlen(s->vm) - 1] == 'B' ? "B" : "A";
 
     g_ptr_array_add(argv, g_strdup(launcher));
@@ -284,30 +316,32 @@ static bool server_spawn(SubhostTestServer *s, const char *size,
     for (; extra && *extra; extra++) {
         g_ptr_array_add(argv, g_strdup(*extra));
     }
-    g_ptr_array_add(argv, NULL);
+    return server_spawn_argv(s, argv);
+}
 
-    g_unlink(s->pidfile);
-    if (!g_spawn_async(NULL, (char **)argv->pdata, NULL,
-                       G_SPAWN_DO_NOT_REAP_CHILD |
-                       G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, &s->pid,
-                       &err)) {
-        g_error("cannot start %s: %s", launcher, err->message);
-    }
-    track_pid(s->pid, true);
-    while (!g_file_test(s->pidfile, G_FILE_TEST_EXISTS)) {
-        int status;
+SubhostTestServer *subhost_test_nbdkit_start(const char *vm,
+                                             const char *const *args)
+{
+    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    SubhostTestServer *s = g_new0(SubhostTestServer, 1);
+    unsigned seq = ++server_seq;
 
-        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
-            track_pid(s->pid, false);
-            s->pid = 0;
-            return false;       /* it failed: port taken, bad option... */
-        }
-        if (g_get_monotonic_time() > deadline) {
-            g_error("nbdkit for %s did not become ready", s->vm);
-        }
-        g_usleep(5000);
+    s->vm = g_strdup(vm);
+    s->pidfile = g_strdup_printf("%s/%s-%u.pid", tmpdir, vm, seq);
+    s->sock_path = g_strdup_printf("%s/%s-%u.sock", tmpdir, vm, seq);
+    s->uri = g_strdup_printf("nbd+unix:///%s?socket=%s", vm, s->sock_path);
+    g_ptr_array_add(argv, g_strdup("nbdkit"));
+    g_ptr_array_add(argv, g_strdup("--foreground"));
+    g_ptr_array_add(argv, g_strdup("--exit-with-parent"));
+    g_ptr_array_add(argv, g_strdup_printf("--pidfile=%s", s->pidfile));
+    g_ptr_array_add(argv, g_strdup_printf("--unix=%s", s->sock_path));
+    for (; args && *args; args++) {
+        g_ptr_array_add(argv, g_strdup(*args));
     }
-    return true;
+    if (!server_spawn_argv(s, argv)) {
+        g_error("cannot start nbdkit for %s", vm);
+    }
+    return s;
 }
 
 SubhostTestServer *subhost_test_server_start(const char *vm,
@@ -404,4 +438,341 @@ void subhost_test_server_stop(SubhostTestServer *s)
     g_free(s->pidfile);
     g_free(s->uri);
     g_free(s);
+}
+
+/*
+ * A minimal NBD server of our own, for behaviour nbdkit cannot be asked
+ * for: closing a connection right after its handshake. Fixed newstyle,
+ * NBD_OPT_GO only (structured replies refused, so simple replies), reads
+ * return zeros, writes and trims are acknowledged and forgotten.
+ */
+#define NBD_MAGIC_INIT      UINT64_C(0x4e42444d41474943)
+#define NBD_MAGIC_OPT       UINT64_C(0x49484156454f5054)
+#define NBD_MAGIC_OPT_REP   UINT64_C(0x3e889045565a9)
+#define NBD_MAGIC_REQ       0x25609513u
+#define NBD_MAGIC_REP       0x67446698u
+#define NBD_OPT_EXPORT_NAME 1
+#define NBD_OPT_ABORT       2
+#define NBD_OPT_GO          7
+#define NBD_REP_ACK         1
+#define NBD_REP_INFO        3
+#define NBD_REP_ERR_UNSUP   0x80000001u
+#define NBD_CMD_READ        0
+#define NBD_CMD_WRITE       1
+#define NBD_CMD_DISC        2
+/* HAS_FLAGS, SEND_FLUSH, SEND_TRIM, CAN_MULTI_CONN */
+#define FAKE_TX_FLAGS       ((1u << 0) | (1u << 2) | (1u << 5) | (1u << 8))
+#define FAKE_MAX_CONNS      64
+
+struct SubhostFakeServer {
+    char *sock_path;
+    char *uri;
+    uint64_t size;
+    int listen_fd;
+    GThread *acceptor;
+
+    pthread_mutex_t lock;
+    int conn_fd[FAKE_MAX_CONNS];
+    GThread *conn_thread[FAKE_MAX_CONNS];
+    unsigned nconns;
+    unsigned drop_next;         /* close the next N right after handshake */
+    bool stopping;
+};
+
+typedef struct FakeConn {
+    SubhostFakeServer *f;
+    int fd;
+    bool drop;
+} FakeConn;
+
+static bool fd_read_all(int fd, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+
+    while (len) {
+        ssize_t r = read(fd, p, len);
+
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            return false;
+        }
+        p += r;
+        len -= r;
+    }
+    return true;
+}
+
+static bool fd_write_all(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+
+    while (len) {
+        ssize_t r = send(fd, p, len, MSG_NOSIGNAL);
+
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            return false;
+        }
+        p += r;
+        len -= r;
+    }
+    return true;
+}
+
+static void put_be16(uint8_t *p, uint16_t v)
+{
+    p[0] = v >> 8;
+    p[1] = v;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    put_be16(p, v >> 16);
+    put_be16(p + 2, v);
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    put_be32(p, v >> 32);
+    put_be32(p + 4, v);
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+           (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+
+static bool fake_opt_reply(int fd, uint32_t opt, uint32_t type,
+                           const void *data, uint32_t len)
+{
+    uint8_t h[20];
+
+    put_be64(h, NBD_MAGIC_OPT_REP);
+    put_be32(h + 8, opt);
+    put_be32(h + 12, type);
+    put_be32(h + 16, len);
+    return fd_write_all(fd, h, sizeof(h)) &&
+           (!len || fd_write_all(fd, data, len));
+}
+
+/* Negotiation up to transmission; false if the client went away. */
+static bool fake_handshake(SubhostFakeServer *f, int fd)
+{
+    uint8_t h[18];
+    uint8_t cflags[4];
+
+    put_be64(h, NBD_MAGIC_INIT);
+    put_be64(h + 8, NBD_MAGIC_OPT);
+    put_be16(h + 16, 3);        /* FIXED_NEWSTYLE | NO_ZEROES */
+    if (!fd_write_all(fd, h, sizeof(h)) ||
+        !fd_read_all(fd, cflags, sizeof(cflags))) {
+        return false;
+    }
+    for (;;) {
+        uint8_t oh[16];
+        g_autofree uint8_t *data = NULL;
+        uint32_t opt, len;
+
+        if (!fd_read_all(fd, oh, sizeof(oh)) ||
+            get_be64(oh) != NBD_MAGIC_OPT) {
+            return false;
+        }
+        opt = get_be32(oh + 8);
+        len = get_be32(oh + 12);
+        if (len > 65536) {
+            return false;
+        }
+        data = g_malloc(len + 1);
+        if (len && !fd_read_all(fd, data, len)) {
+            return false;
+        }
+        if (opt == NBD_OPT_ABORT || opt == NBD_OPT_EXPORT_NAME) {
+            return false;
+        }
+        if (opt == NBD_OPT_GO) {
+            uint8_t info[12];
+
+            put_be16(info, 0);  /* NBD_INFO_EXPORT */
+            put_be64(info + 2, f->size);
+            put_be16(info + 10, FAKE_TX_FLAGS);
+            return fake_opt_reply(fd, opt, NBD_REP_INFO, info,
+                                  sizeof(info)) &&
+                   fake_opt_reply(fd, opt, NBD_REP_ACK, NULL, 0);
+        }
+        if (!fake_opt_reply(fd, opt, NBD_REP_ERR_UNSUP, NULL, 0)) {
+            return false;
+        }
+    }
+}
+
+static void fake_serve(int fd)
+{
+    g_autofree uint8_t *buf = g_malloc(32 << 20);
+
+    for (;;) {
+        uint8_t rq[28], rp[16];
+        uint32_t type, len;
+
+        if (!fd_read_all(fd, rq, sizeof(rq)) ||
+            get_be32(rq) != NBD_MAGIC_REQ) {
+            return;
+        }
+        type = get_be32(rq + 4) & 0xffff;
+        len = get_be32(rq + 24);
+        if (type == NBD_CMD_DISC || len > (32u << 20)) {
+            return;
+        }
+        if (type == NBD_CMD_WRITE && !fd_read_all(fd, buf, len)) {
+            return;
+        }
+        put_be32(rp, NBD_MAGIC_REP);
+        put_be32(rp + 4, 0);
+        memcpy(rp + 8, rq + 8, 8);      /* the handle */
+        if (!fd_write_all(fd, rp, sizeof(rp))) {
+            return;
+        }
+        if (type == NBD_CMD_READ) {
+            memset(buf, 0, len);
+            if (!fd_write_all(fd, buf, len)) {
+                return;
+            }
+        }
+    }
+}
+
+static gpointer fake_conn_thread(gpointer opaque)
+{
+    FakeConn *c = opaque;
+
+    if (fake_handshake(c->f, c->fd) && !c->drop) {
+        fake_serve(c->fd);
+    }
+    /* The descriptor is closed by stop: drop_all may still shut it down */
+    shutdown(c->fd, SHUT_RDWR);
+    g_free(c);
+    return NULL;
+}
+
+static gpointer fake_acceptor(gpointer opaque)
+{
+    SubhostFakeServer *f = opaque;
+
+    for (;;) {
+        int fd = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        FakeConn *c;
+
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) {
+                continue;
+            }
+            return NULL;        /* stop shut the socket down */
+        }
+        pthread_mutex_lock(&f->lock);
+        if (f->stopping || f->nconns == FAKE_MAX_CONNS) {
+            pthread_mutex_unlock(&f->lock);
+            close(fd);
+            continue;
+        }
+        c = g_new0(FakeConn, 1);
+        c->f = f;
+        c->fd = fd;
+        if (f->drop_next) {
+            f->drop_next--;
+            c->drop = true;
+        }
+        f->conn_fd[f->nconns] = fd;
+        f->conn_thread[f->nconns] = g_thread_new("fake-nbd-conn",
+                                                 fake_conn_thread, c);
+        f->nconns++;
+        pthread_mutex_unlock(&f->lock);
+    }
+}
+
+SubhostFakeServer *subhost_fake_server_start(const char *vm, uint64_t size)
+{
+    SubhostFakeServer *f = g_new0(SubhostFakeServer, 1);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+    f->size = size;
+    f->sock_path = g_strdup_printf("%s/fake-%s-%u.sock", tmpdir, vm,
+                                   ++server_seq);
+    f->uri = g_strdup_printf("nbd+unix:///%s?socket=%s", vm, f->sock_path);
+    g_assert_cmpuint(strlen(f->sock_path), <, sizeof(sa.sun_path));
+    strcpy(sa.sun_path, f->sock_path);
+    f->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (f->listen_fd < 0 ||
+        bind(f->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) ||
+        listen(f->listen_fd, 16)) {
+        g_error("fake NBD server: %s", g_strerror(errno));
+    }
+    pthread_mutex_init(&f->lock, NULL);
+    f->acceptor = g_thread_new("fake-nbd", fake_acceptor, f);
+    return f;
+}
+
+const char *subhost_fake_server_uri(SubhostFakeServer *f)
+{
+    return f->uri;
+}
+
+void subhost_fake_server_drop_all(SubhostFakeServer *f)
+{
+    unsigned i;
+
+    pthread_mutex_lock(&f->lock);
+    for (i = 0; i < f->nconns; i++) {
+        shutdown(f->conn_fd[i], SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&f->lock);
+}
+
+void subhost_fake_server_drop_after_handshake(SubhostFakeServer *f,
+                                              unsigned n)
+{
+    pthread_mutex_lock(&f->lock);
+    f->drop_next = n;
+    pthread_mutex_unlock(&f->lock);
+}
+
+unsigned subhost_fake_server_connections(SubhostFakeServer *f)
+{
+    unsigned n;
+
+    pthread_mutex_lock(&f->lock);
+    n = f->nconns;
+    pthread_mutex_unlock(&f->lock);
+    return n;
+}
+
+void subhost_fake_server_stop(SubhostFakeServer *f)
+{
+    unsigned i;
+
+    pthread_mutex_lock(&f->lock);
+    f->stopping = true;
+    pthread_mutex_unlock(&f->lock);
+    /* Wakes accept() up on Linux */
+    shutdown(f->listen_fd, SHUT_RDWR);
+    g_thread_join(f->acceptor);
+    subhost_fake_server_drop_all(f);
+    for (i = 0; i < f->nconns; i++) {
+        g_thread_join(f->conn_thread[i]);
+        close(f->conn_fd[i]);
+    }
+    close(f->listen_fd);
+    g_unlink(f->sock_path);
+    pthread_mutex_destroy(&f->lock);
+    g_free(f->sock_path);
+    g_free(f->uri);
+    g_free(f);
 }

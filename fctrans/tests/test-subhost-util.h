@@ -58,6 +58,33 @@ void subhost_test_server_signal(SubhostTestServer *s, int sig);
 /* Kill (if running), reap and free. */
 void subhost_test_server_stop(SubhostTestServer *s);
 
+/*
+ * Start nbdkit itself (not through the launcher) on a Unix socket, with
+ * @args (plugin, filters, parameters; NULL-terminated) after the options
+ * the helpers need. For servers the launcher cannot make, e.g. one whose
+ * writes fail (nbdkit's error filter).
+ */
+SubhostTestServer *subhost_test_nbdkit_start(const char *vm,
+                                             const char *const *args);
+
+/*
+ * A minimal NBD server in a thread of the test, on a Unix socket, for
+ * what nbdkit cannot be made to do on cue. It allows multi-conn and trim;
+ * reads return zeros, writes are acknowledged and forgotten.
+ */
+typedef struct SubhostFakeServer SubhostFakeServer;
+
+SubhostFakeServer *subhost_fake_server_start(const char *vm, uint64_t size);
+const char *subhost_fake_server_uri(SubhostFakeServer *f);
+/* Shut every connection down now, as a server that went away. */
+void subhost_fake_server_drop_all(SubhostFakeServer *f);
+/* Close the next @n connections right after their handshake. */
+void subhost_fake_server_drop_after_handshake(SubhostFakeServer *f,
+                                              unsigned n);
+/* Connections accepted so far */
+unsigned subhost_fake_server_connections(SubhostFakeServer *f);
+void subhost_fake_server_stop(SubhostFakeServer *f);
+
 /* Run a command; returns its exit status, output in *out (may be NULL). */
 int subhost_test_run(const char *const *argv, char **out);
 
