@@ -21,8 +21,14 @@
 
 #define CHUNK (256 * 1024)
 
-/* Bound on the vmlinuz taken out of a .deb. */
+/* Bound on the vmlinuz taken out of a .deb (real ones are ~10 MiB). */
 #define MAX_VMLINUZ (256 * 1024 * 1024)
+
+/*
+ * Memory reserved up front for the vmlinuz of a .deb: the tar header's
+ * size is not trusted with more; the buffer grows as the data arrives.
+ */
+#define VMLINUZ_PREALLOC (32 * 1024 * 1024)
 
 /* Set *errp to an FCTRANS_ERROR and return false. */
 #define kfail(errp, code, ...) \
@@ -192,8 +198,11 @@ static bool decomp_zstd(DecompState *s, const uint8_t *in, size_t len,
     if (!dctx) {
         return kfail(errp, FCTRANS_ERROR_FAILED, "zstd: cannot initialise");
     }
-    /* The kernel is compressed with --ultra: allow its large windows. */
-    ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 30);
+    /*
+     * The kernel is compressed with -22 --ultra, whose window is 2^27
+     * bytes; a frame asking for more is refused rather than allocated.
+     */
+    ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 27);
     for (;;) {
         ZSTD_outBuffer ob = { out, CHUNK, 0 };
 
@@ -273,6 +282,7 @@ typedef struct TarScan {
     uint64_t skip;              /* bytes of the current entry to skip */
     uint64_t pad;               /* padding after the current entry */
     bool capturing;
+    uint64_t max_file;          /* bound on the vmlinuz */
     uint64_t want;              /* bytes of the vmlinuz still to capture */
     GByteArray *file;
     char *release;
@@ -337,13 +347,15 @@ static bool tar_header(TarScan *t, GError **errp)
     t->pad = (512 - size % 512) % 512;
     if ((h[156] == '0' || h[156] == '\0') &&
         g_str_has_prefix(base, "boot/vmlinuz-") && !strchr(base + 5, '/')) {
-        if (size > MAX_VMLINUZ) {
+        if (size > t->max_file) {
             return kfail(errp, FCTRANS_ERROR_INVALID,
-                         "deb: %s is implausibly large", base);
+                         "deb: %s is implausibly large (%" PRIu64
+                         " bytes, at most %" PRIu64 ")", base, size,
+                         t->max_file);
         }
         t->capturing = true;
         t->want = size;
-        t->file = g_byte_array_sized_new(size);
+        t->file = g_byte_array_sized_new(MIN(size, VMLINUZ_PREALLOC));
         t->release = g_strdup(base + strlen("boot/vmlinuz-"));
     } else {
         t->skip = size;
@@ -392,11 +404,17 @@ static int tar_sink(void *opaque, const void *data, size_t len, GError **errp)
     return 1;
 }
 
-static GBytes *deb_vmlinuz(const uint8_t *d, size_t len, char **release,
-                           GError **errp)
+/*
+ * The ./boot/vmlinuz-* of the .deb @d.  The data.tar stream is
+ * decompressed only up to the vmlinuz, and at most @max_out bytes of it:
+ * a member that expands without end (or a tar entry claiming terabytes
+ * to skip) fails once that much has come out.
+ */
+static GBytes *deb_vmlinuz(const uint8_t *d, size_t len, uint64_t max_out,
+                           char **release, GError **errp)
 {
     size_t off = 8;
-    TarScan t = { 0 };
+    TarScan t = { .max_file = MIN(max_out, MAX_VMLINUZ) };
 
     while (off + 60 <= len) {
         const uint8_t *h = d + off;
@@ -406,6 +424,7 @@ static GBytes *deb_vmlinuz(const uint8_t *d, size_t len, char **release,
 
         memcpy(name, h, 16);
         name[16] = '\0';
+        g_strchomp(name);
         memcpy(sizestr, h + 48, 10);
         sizestr[10] = '\0';
         if (h[58] != '`' || h[59] != '\n') {
@@ -422,8 +441,11 @@ static GBytes *deb_vmlinuz(const uint8_t *d, size_t len, char **release,
             FctransCompression c = fctrans_compression_detect(d + off, size);
             bool ok;
 
-            ok = fctrans_decompress(c, d + off, size, UINT64_MAX, tar_sink,
+            ok = fctrans_decompress(c, d + off, size, max_out, tar_sink,
                                     &t, errp);
+            if (!ok) {
+                g_prefix_error(errp, "deb: %s: ", name);
+            }
             if (ok && !t.file) {
                 kfail(errp, FCTRANS_ERROR_INVALID,
                       "deb: no boot/vmlinuz-* in the package");
@@ -460,7 +482,8 @@ static bool is_elf(const uint8_t *d, size_t len)
 }
 
 /* Decompress the payload of a bzImage, or a bare compressed image. */
-static GBytes *payload_vmlinux(const uint8_t *d, size_t len, GError **errp)
+static GBytes *payload_vmlinux(const uint8_t *d, size_t len, uint64_t max_out,
+                               GError **errp)
 {
     FctransCompression c = fctrans_compression_detect(d, len);
     g_autoptr(GBytes) out = NULL;
@@ -472,8 +495,7 @@ static GBytes *payload_vmlinux(const uint8_t *d, size_t len, GError **errp)
               "unknown compression of the kernel payload");
         return NULL;
     }
-    out = fctrans_decompress_bytes(c, d, len, FCTRANS_KIMAGE_MAX_VMLINUX,
-                                   errp);
+    out = fctrans_decompress_bytes(c, d, len, max_out, errp);
     if (!out) {
         return NULL;
     }
@@ -490,6 +512,15 @@ static GBytes *payload_vmlinux(const uint8_t *d, size_t len, GError **errp)
 GBytes *fctrans_kimage_vmlinux(const void *data, size_t len,
                                char **release, GError **errp)
 {
+    return fctrans_kimage_vmlinux_bounded(data, len,
+                                          FCTRANS_KIMAGE_MAX_VMLINUX,
+                                          release, errp);
+}
+
+GBytes *fctrans_kimage_vmlinux_bounded(const void *data, size_t len,
+                                       uint64_t max_out, char **release,
+                                       GError **errp)
+{
     const uint8_t *d = data;
 
     if (release) {
@@ -505,7 +536,7 @@ GBytes *fctrans_kimage_vmlinux(const void *data, size_t len,
         size_t zlen;
         GBytes *out;
 
-        vmlinuz = deb_vmlinuz(d, len, &rel, errp);
+        vmlinuz = deb_vmlinuz(d, len, max_out, &rel, errp);
         if (!vmlinuz) {
             return NULL;
         }
@@ -514,7 +545,7 @@ GBytes *fctrans_kimage_vmlinux(const void *data, size_t len,
             kfail(errp, FCTRANS_ERROR_INVALID, "deb: nested archive");
             return NULL;
         }
-        out = fctrans_kimage_vmlinux(z, zlen, NULL, errp);
+        out = fctrans_kimage_vmlinux_bounded(z, zlen, max_out, NULL, errp);
         if (out && release) {
             *release = g_steal_pointer(&rel);
         }
@@ -538,10 +569,10 @@ GBytes *fctrans_kimage_vmlinux(const void *data, size_t len,
                   "bzImage payload lies outside the file");
             return NULL;
         }
-        return payload_vmlinux(d + start + poff, plen, errp);
+        return payload_vmlinux(d + start + poff, plen, max_out, errp);
     }
     if (fctrans_compression_detect(d, len) != FCTRANS_COMPRESSION_NONE) {
-        return payload_vmlinux(d, len, errp);
+        return payload_vmlinux(d, len, max_out, errp);
     }
     kfail(errp, FCTRANS_ERROR_INVALID,
           "not a kernel image: neither ELF, bzImage, compressed image "

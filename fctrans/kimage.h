@@ -16,8 +16,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Upper bound on a decompressed vmlinux; real ones are under 100 MiB. */
-#define FCTRANS_KIMAGE_MAX_VMLINUX (1024 * 1024 * 1024)
+/*
+ * Default bound on any decompressed output of fctrans_kimage_vmlinux():
+ * the vmlinux (real ones are under 100 MiB; Debian's 6.1 is 66 MiB) and
+ * the data.tar stream of a .deb up to its vmlinuz.  A decompression bomb
+ * fails when it is reached, after about a second of work at most.
+ */
+#define FCTRANS_KIMAGE_MAX_VMLINUX (512 * 1024 * 1024)
 
 typedef enum {
     FCTRANS_COMPRESSION_NONE,
@@ -65,6 +70,15 @@ GBytes *fctrans_decompress_bytes(FctransCompression c, const void *data,
  */
 GBytes *fctrans_kimage_vmlinux(const void *data, size_t len,
                                char **release, GError **errp);
+
+/*
+ * The same, with @max_out instead of FCTRANS_KIMAGE_MAX_VMLINUX as the
+ * bound on what may come out of each decompression (FCTRANS_ERROR_INVALID,
+ * "decompressed data exceeds ...", when a stream would expand past it).
+ */
+GBytes *fctrans_kimage_vmlinux_bounded(const void *data, size_t len,
+                                       uint64_t max_out, char **release,
+                                       GError **errp);
 
 /* Read a whole file and pass it to fctrans_kimage_vmlinux(). */
 GBytes *fctrans_kimage_vmlinux_file(const char *path, char **release,

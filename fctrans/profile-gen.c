@@ -28,7 +28,7 @@ static bool find_banner(const FctransElf *elf, FctransProfile *p,
                         GError **errp)
 {
     FctransElfSection ro;
-    const uint8_t *d, *end;
+    const uint8_t *d, *end, *np;
     const char *best = NULL;
     uint64_t best_addr = 0;
     bool best_numbered = false;
@@ -36,34 +36,44 @@ static bool find_banner(const FctransElf *elf, FctransProfile *p,
     if (!fctrans_elf_section(elf, ".rodata", &ro, errp)) {
         return false;
     }
+    /*
+     * One pass whatever .rodata holds: np, the first non-printable byte
+     * at or after a hit, only moves forward, and the hits it disqualifies
+     * are skipped at once (instead of measuring each of a run of
+     * "Linux version Linux version ..." up to FCTRANS_PROFILE_MAX_BANNER).
+     */
     d = ro.data;
     end = ro.data + ro.size;
+    np = d;
     while (d < end) {
         const uint8_t *hit = memmem(d, end - d, BANNER_PREFIX,
                                     strlen(BANNER_PREFIX));
         const char *h;
-        size_t n, i;
-        bool ok = true, numbered;
+        bool numbered;
 
         if (!hit) {
             break;
         }
-        d = hit + 1;
-        n = strnlen((const char *)hit,
-                    MIN((size_t)(end - hit), FCTRANS_PROFILE_MAX_BANNER + 1));
-        if (n > FCTRANS_PROFILE_MAX_BANNER || n < 2 || hit[n - 1] != '\n' ||
-            hit + n == end) {
+        if (np < hit) {
+            np = hit;
+        }
+        while (np < end && g_ascii_isprint(*np)) {
+            np++;
+        }
+        /* A banner is printable up to "\n\0". */
+        if (end - np < 2 || np[0] != '\n' || np[1] != '\0') {
+            d = np + 1;
             continue;
         }
-        for (i = 0; i + 1 < n; i++) {
-            if (!g_ascii_isprint(hit[i])) {
-                ok = false;
-                break;
-            }
-        }
-        if (!ok) {
+        if (np + 1 - hit > FCTRANS_PROFILE_MAX_BANNER) {
+            d = np + 1 - FCTRANS_PROFILE_MAX_BANNER;
             continue;
         }
+        /*
+         * A later hit inside this string is a suffix of it, numbered only
+         * if the whole is: go on after it.
+         */
+        d = np + 2;
         numbered = (h = strstr((const char *)hit, " #")) &&
                    g_ascii_isdigit(h[2]);
         if (!best || (numbered && !best_numbered)) {

@@ -6,6 +6,7 @@
 #include "test-kernel-image.h"
 #include "vmi-internal.h"
 
+#include <inttypes.h>
 #include <lzma.h>
 #include <stdio.h>
 #include <zlib.h>
@@ -427,18 +428,19 @@ GBytes *test_bzimage(GBytes *vmlinux, FctransCompression c)
     return g_byte_array_free_to_bytes(out);
 }
 
-static void tar_entry(GByteArray *t, const char *name, char type,
-                      const void *data, size_t len)
+void test_tar_header(GByteArray *t, const char *name, char type,
+                     uint64_t len)
 {
     uint8_t h[512] = { 0 };
     unsigned sum = 0, i;
 
     g_assert(strlen(name) < 100);
+    g_assert(len < (1ULL << 33));
     memcpy(h, name, strlen(name));
     memcpy(h + 100, type == '5' ? "0000755" : "0000644", 8);
     memcpy(h + 108, "0000000", 8);
     memcpy(h + 116, "0000000", 8);
-    snprintf((char *)h + 124, 12, "%011zo", len);
+    snprintf((char *)h + 124, 12, "%011" PRIo64, len);
     memcpy(h + 136, "00000000000", 12);
     memset(h + 148, ' ', 8);
     h[156] = type;
@@ -448,6 +450,12 @@ static void tar_entry(GByteArray *t, const char *name, char type,
     }
     snprintf((char *)h + 148, 8, "%06o", sum);
     g_byte_array_append(t, h, 512);
+}
+
+static void tar_entry(GByteArray *t, const char *name, char type,
+                      const void *data, size_t len)
+{
+    test_tar_header(t, name, type, len);
     if (len) {
         static const uint8_t zero[512];
 
@@ -470,17 +478,33 @@ static void ar_member(GByteArray *a, const char *name, GBytes *data)
     }
 }
 
-GBytes *test_deb(GBytes *vmlinuz, const char *release, FctransCompression c)
+GBytes *test_deb_tar(GBytes *tarb, FctransCompression c)
 {
-    g_autoptr(GByteArray) tar = g_byte_array_new();
-    g_autoptr(GBytes) tarb = NULL, data = NULL, ver = NULL, ctl = NULL;
-    g_autofree char *path = g_strdup_printf("./boot/vmlinuz-%s", release);
+    g_autoptr(GBytes) data = NULL, ver = NULL, ctl = NULL;
     g_autofree char *member = NULL;
     GByteArray *deb = g_byte_array_new();
-    static const uint8_t zero[1024];
     const char *ext = c == FCTRANS_COMPRESSION_XZ ? ".xz"
                     : c == FCTRANS_COMPRESSION_ZSTD ? ".zst"
                     : c == FCTRANS_COMPRESSION_GZIP ? ".gz" : "";
+
+    data = c == FCTRANS_COMPRESSION_NONE ? g_bytes_ref(tarb)
+                                         : test_compress(c, tarb);
+    ver = g_bytes_new_static("2.0\n", 4);
+    ctl = g_bytes_new_static("not a real control tarball", 26);
+    member = g_strdup_printf("data.tar%s", ext);
+    g_byte_array_append(deb, (const uint8_t *)"!<arch>\n", 8);
+    ar_member(deb, "debian-binary", ver);
+    ar_member(deb, "control.tar.xz", ctl);
+    ar_member(deb, member, data);
+    return g_byte_array_free_to_bytes(deb);
+}
+
+GBytes *test_deb(GBytes *vmlinuz, const char *release, FctransCompression c)
+{
+    g_autoptr(GByteArray) tar = g_byte_array_new();
+    g_autoptr(GBytes) tarb = NULL;
+    g_autofree char *path = g_strdup_printf("./boot/vmlinuz-%s", release);
+    static const uint8_t zero[1024];
 
     tar_entry(tar, "./", '5', NULL, 0);
     tar_entry(tar, "./boot/", '5', NULL, 0);
@@ -492,14 +516,5 @@ GBytes *test_deb(GBytes *vmlinuz, const char *release, FctransCompression c)
     tar_entry(tar, "./lib/", '5', NULL, 0);
     g_byte_array_append(tar, zero, sizeof(zero));
     tarb = g_bytes_new(tar->data, tar->len);
-    data = c == FCTRANS_COMPRESSION_NONE ? g_bytes_ref(tarb)
-                                         : test_compress(c, tarb);
-    ver = g_bytes_new_static("2.0\n", 4);
-    ctl = g_bytes_new_static("not a real control tarball", 26);
-    member = g_strdup_printf("data.tar%s", ext);
-    g_byte_array_append(deb, (const uint8_t *)"!<arch>\n", 8);
-    ar_member(deb, "debian-binary", ver);
-    ar_member(deb, "control.tar.xz", ctl);
-    ar_member(deb, member, data);
-    return g_byte_array_free_to_bytes(deb);
+    return test_deb_tar(tarb, c);
 }

@@ -83,4 +83,11 @@ GBytes *test_bzimage(GBytes *vmlinux, FctransCompression c);
 /* A linux-image .deb holding ./boot/vmlinuz-@release = @vmlinuz. */
 GBytes *test_deb(GBytes *vmlinuz, const char *release, FctransCompression c);
 
+/* A .deb whose data.tar member is @tar compressed with @c (or NONE). */
+GBytes *test_deb_tar(GBytes *tar, FctransCompression c);
+
+/* Append a ustar header for an entry of @len bytes (data not appended). */
+void test_tar_header(GByteArray *t, const char *name, char type,
+                     uint64_t len);
+
 #endif /* TEST_KERNEL_IMAGE_H */
