@@ -3,15 +3,20 @@
 #
 # `make check`: every suite of the project, then one summary line
 #   splitmem check: N passed, M failed
-# Skipped tests count as failed: a test that cannot run is not a pass.
+# N and M count tests: a program that reports subtests (TAP) counts as
+# its subtests, any other program as one test. A skipped test counts as
+# failed (a test that cannot run is not a pass) and is listed as skipped;
+# a program that exits non-zero with no failed subtest is a failure.
 #
-#   scripts/check.sh [--only SUITE]...      suites: unit style qtest system
+#   scripts/check.sh [--only SUITE]...
+#   suites: unit sanitize style qtest system
 set -uo pipefail
 
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${SPLITMEM_BUILD:-$SRCDIR/build}
 QEMU_BUILD=$BUILD/qemu/build
 LOGDIR=$BUILD/check-logs
+COUNT=$SRCDIR/scripts/count-tests.py
 export QTEST_QEMU_BINARY=$QEMU_BUILD/qemu-system-x86_64
 
 # Upstream qtests that prove the fork keeps QEMU's migration working,
@@ -24,23 +29,31 @@ QTESTS=(
     "migration-test:/x86_64/migration/split"
 )
 
-# System tests: name:command. Each prints its own findings and exits
-# non-zero on failure.
+# System tests: name:command. Each exits non-zero on failure; one that
+# prints TAP counts as its subtests. Guest kernels are named by their
+# role in guest/kernels.
 SYSTEM_TESTS=(
     "split-multihost:python3 tests/split/test_multihost.py"
-    "vmi-bookworm:python3 tests/vmi/vmi-validate.py"
+    "vmi-default:python3 tests/vmi/vmi-validate.py"
     "vmi-trixie:python3 tests/vmi/vmi-validate.py --kernel-pkg trixie"
     "fuzz:FUZZ_SECONDS=20 fctrans/fuzz/run-fuzzers.sh"
 )
 
+# Sanitizer builds (separate meson build directories): which tests run
+# under which sanitizer. Any report fails the test.
+SAN_ASAN_TESTS=(test-vmi test-btf test-kimage test-ksymtab test-profile
+                test-pagemap test-subhost)
+SAN_TSAN_TESTS=(test-subhost)
+
 PASS=0
 FAIL=0
+SKIP=0
 FAILED=()
 ONLY=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --only) ONLY+=("$2"); shift 2 ;;
-    *) echo "usage: $0 [--only unit|style|qtest|system]..." >&2; exit 2 ;;
+    *) echo "usage: $0 [--only unit|sanitize|style|qtest|system]..." >&2; exit 2 ;;
     esac
 done
 mkdir -p "$LOGDIR"
@@ -51,63 +64,93 @@ want() {
     for s in "${ONLY[@]}"; do [ "$s" = "$1" ] && return 0; done
     return 1
 }
-pass() { PASS=$((PASS + 1)); }
-fail() { FAIL=$((FAIL + 1)); FAILED+=("$1"); echo "FAIL: $1"; }
 section() { printf '\n=== %s ===\n' "$1"; }
 
-# Count TAP results of one log: ok lines pass; not ok, and ok lines
-# marked SKIP, fail.
-count_tap() {
-    local name=$1 log=$2 ok notok skip
-    ok=$(grep -cE '^ok [0-9]+' "$log" || true)
-    skip=$(grep -cE '^ok [0-9]+.*# *SKIP' "$log" || true)
-    notok=$(grep -cE '^not ok [0-9]+' "$log" || true)
-    PASS=$((PASS + ok - skip))
-    local i
-    for ((i = 0; i < notok + skip; i++)); do
-        FAIL=$((FAIL + 1))
-    done
-    if [ $((notok + skip)) -gt 0 ]; then
-        FAILED+=("$name ($notok failed, $skip skipped)")
-        grep -E '^not ok|# *SKIP' "$log" | sed 's/^/  /'
+# Add the output of count-tests.py to the totals; list what failed.
+tally() {
+    local out p f s
+    out=$(python3 "$COUNT" "$@") || { FAIL=$((FAIL + 1)); FAILED+=("count-tests $*"); return; }
+    echo "$out" | grep -v '^totals '
+    read -r p f s < <(echo "$out" | sed -n 's/^totals //p')
+    PASS=$((PASS + p))
+    FAIL=$((FAIL + f + s))
+    SKIP=$((SKIP + s))
+    while read -r line; do
+        FAILED+=("$line")
+    done < <(echo "$out" | sed -n 's/^  \(failed\|skipped\): /\1: /p')
+}
+
+# One test that is a single check (no subtests).
+single() {
+    local name=$1 rc=$2
+    if [ "$rc" -eq 0 ]; then
+        PASS=$((PASS + 1)); echo "$name: passed"
+    else
+        FAIL=$((FAIL + 1)); FAILED+=("failed: $name"); echo "$name: FAILED"
     fi
-    echo "$name: $((ok - skip)) passed, $((notok + skip)) failed"
-    [ "$ok" -gt 0 ] || [ "$notok" -gt 0 ] || fail "$name (no test ran)"
+}
+
+# `meson test` in DIR with extra arguments; counts every subtest.
+meson_suite() {
+    local label=$1 dir=$2 log
+    shift 2
+    log=$LOGDIR/$label.log
+    rm -f "$dir/meson-logs/testlog.json"
+    meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" > "$log" 2>&1
+    echo "($label: meson test exited $?; log $log)"
+    if [ ! -s "$dir/meson-logs/testlog.json" ]; then
+        tail -n 30 "$log"
+        single "$label: meson test ran nothing" 1
+        return
+    fi
+    tally meson "$dir/meson-logs/testlog.json"
 }
 
 if want unit; then
     section "unit tests (meson test -C build/splitmem)"
-    log=$LOGDIR/unit.log
-    meson test -C "$BUILD/splitmem" --print-errorlogs --num-processes 2 \
-        > "$log" 2>&1
-    rc=$?
-    grep -E '^ *[0-9]+/[0-9]+ ' "$log"
-    ok=$(sed -n 's/^Ok: *\([0-9]*\).*/\1/p' "$log" | tail -n1)
-    bad=0
-    for k in Fail Timeout Skipped 'Unexpected Pass'; do
-        n=$(sed -n "s/^$k: *\([0-9]*\).*/\1/p" "$log" | tail -n1)
-        bad=$((bad + ${n:-0}))
-    done
-    if [ -z "$ok" ]; then
-        if grep -q 'No tests defined' "$log"; then
-            echo "no unit tests defined"
-        else
-            tail -n 30 "$log"; fail "unit tests did not run"
+    meson_suite unit "$BUILD/splitmem"
+fi
+
+if want sanitize; then
+    section "unit tests under ASan+UBSan and TSan (build/asan, build/tsan)"
+    # Reports abort the test, so a test with one fails.
+    export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1
+    export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
+    export TSAN_OPTIONS=halt_on_error=1:abort_on_error=1:second_deadlock_stack=1
+    for san in asan tsan; do
+        dir=$BUILD/$san
+        case $san in
+        asan) opt=address,undefined; tests=("${SAN_ASAN_TESTS[@]}") ;;
+        tsan) opt=thread; tests=("${SAN_TSAN_TESTS[@]}") ;;
+        esac
+        if [ ! -f "$dir/build.ninja" ]; then
+            meson setup "$dir" "$SRCDIR" -Db_sanitize=$opt \
+                -Dc_args=-fno-sanitize-recover=all \
+                -Dc_link_args=-fno-sanitize-recover=all > "$LOGDIR/$san-setup.log" 2>&1 ||
+                { tail -n 20 "$LOGDIR/$san-setup.log"; single "$san: meson setup" 1; continue; }
         fi
-    else
-        PASS=$((PASS + ok))
-        for ((i = 0; i < bad; i++)); do FAIL=$((FAIL + 1)); done
-        [ "$bad" -eq 0 ] && [ $rc -eq 0 ] || { FAILED+=("unit tests ($bad)"); tail -n 60 "$log"; }
-    fi
+        if ! meson compile -C "$dir" "${tests[@]/#/fctrans/tests/}" \
+            > "$LOGDIR/$san-build.log" 2>&1; then
+            tail -n 30 "$LOGDIR/$san-build.log"; single "$san: build" 1; continue
+        fi
+        # TSan needs the address space layout it was built for: newer
+        # kernels randomize mmap with more bits than GCC 12's runtime
+        # accepts, so run it with randomization off.
+        wrap=()
+        [ $san = tsan ] && wrap=(--wrapper "setarch $(uname -m) -R")
+        meson_suite "$san" "$dir" "${wrap[@]}" "${tests[@]}"
+    done
 fi
 
 if want style; then
-    section "style (the base tree's scripts/checkpatch.pl)"
+    section "style (the base tree's scripts/checkpatch.pl, patch export)"
     checkpatch=$BUILD/qemu/scripts/checkpatch.pl
     if [ ! -f "$checkpatch" ]; then
-        fail "style: $checkpatch missing (run ./configure)"
+        echo "$checkpatch missing (run ./configure)"
+        single "style: checkpatch" 1
     else
         mapfile -t files < <(cd "$SRCDIR" && git ls-files -- '*.c' '*.h' 2>/dev/null)
+        bad=()
         for f in "${files[@]}"; do
             # checkpatch relaxes its rules for tests (g_assert_cmp*...) by
             # path: name a file under some/tests/ relative to some/.
@@ -116,30 +159,27 @@ if want style; then
             case "$f" in
             */tests/*) dir=$SRCDIR/${f%%/tests/*}; rel=tests/${f#*/tests/} ;;
             esac
-            if out=$(cd "$dir" && perl "$checkpatch" --no-tree --terse -f "$rel" 2>&1); then
-                pass
-            else
+            if ! out=$(cd "$dir" && perl "$checkpatch" --no-tree --terse -f "$rel" 2>&1); then
                 echo "$out" | grep -E 'ERROR' | head -n 10
-                fail "style: $f"
+                bad+=("$f")
             fi
         done
         for p in "$SRCDIR"/patches/*.patch; do
             [ -e "$p" ] || continue
-            if out=$(perl "$checkpatch" --no-tree --terse "$p" 2>&1); then
-                pass
-            else
+            if ! out=$(perl "$checkpatch" --no-tree --terse "$p" 2>&1); then
                 echo "$out" | grep -E 'ERROR' | head -n 10
-                fail "style: patches/$(basename "$p")"
+                bad+=("patches/$(basename "$p")")
             fi
         done
+        echo "checkpatch: ${#files[@]} source files and" \
+             "$(ls "$SRCDIR"/patches/*.patch 2>/dev/null | wc -l) patches"
+        [ ${#bad[@]} -eq 0 ] || echo "checkpatch: errors in ${bad[*]}"
+        single "style: checkpatch" ${#bad[@]}
         # patches/ must be exactly what the base tree's commits export.
-        if "$SRCDIR/scripts/export-patches.sh" --check > "$LOGDIR/patches-roundtrip.log" 2>&1; then
-            pass
-        else
-            tail -n 20 "$LOGDIR/patches-roundtrip.log"
-            fail "patches/ does not match build/qemu's commits"
-        fi
-        echo "style: ${#files[@]} source files and $(ls "$SRCDIR"/patches/*.patch 2>/dev/null | wc -l) patches checked"
+        "$SRCDIR/scripts/export-patches.sh" --check > "$LOGDIR/patches-roundtrip.log" 2>&1
+        rc=$?
+        [ $rc -eq 0 ] || tail -n 20 "$LOGDIR/patches-roundtrip.log"
+        single "style: patches/ match build/qemu's commits" $rc
     fi
 fi
 
@@ -151,36 +191,37 @@ if want qtest; then
         name=${t%%:*}${path}
         log=$LOGDIR/qtest-$(echo "$name" | tr '/' '_').log
         if [ ! -x "$bin" ]; then
-            fail "qtest $name: $bin not built"
+            echo "$bin not built"
+            single "qtest $name" 1
             continue
         fi
         start=$SECONDS
         timeout 900 "$bin" --tap -k ${path:+-p "$path"} > "$log" 2>&1
         rc=$?
-        count_tap "qtest $name ($((SECONDS - start)) s)" "$log"
-        if [ $rc -ne 0 ] && ! grep -qE '^not ok' "$log"; then
-            tail -n 20 "$log"; fail "qtest $name exited with $rc"
-        fi
+        echo "(qtest $name: $((SECONDS - start)) s, exit $rc)"
+        tally run "qtest $name" "$log" $rc
     done
 fi
 
 if want system; then
     section "system tests"
+    echo "guest kernels (guest/kernels):"
+    "$SRCDIR/scripts/guest-kit.sh" --list | sed 's/^/  /'
     for t in "${SYSTEM_TESTS[@]}"; do
         name=${t%%:*}
         cmd=${t#*:}
         log=$LOGDIR/system-$name.log
         start=$SECONDS
         echo "--- $name: $cmd"
-        if (cd "$SRCDIR" && eval "$cmd") > >(tee "$log") 2>&1; then
-            pass; echo "--- $name: passed ($((SECONDS - start)) s)"
-        else
-            fail "system: $name ($((SECONDS - start)) s; log $log)"
-        fi
+        (cd "$SRCDIR" && eval "$cmd") 2>&1 | tee "$log"
+        rc=${PIPESTATUS[0]}
+        echo "--- $name: exit $rc ($((SECONDS - start)) s)"
+        tally run "system $name" "$log" $rc
     done
 fi
 
 echo
-for f in "${FAILED[@]}"; do echo "failed: $f"; done
+for f in "${FAILED[@]}"; do echo "$f"; done
+[ $SKIP -eq 0 ] || echo "($SKIP skipped, counted as failed)"
 echo "splitmem check: $PASS passed, $FAIL failed"
 [ $FAIL -eq 0 ]

@@ -5,13 +5,17 @@
 # not installed) and an initramfs of busybox-static plus the project's
 # guest programs (guest/*.c, linked static).
 #
-#   scripts/guest-kit.sh            kernel: what linux-image-amd64 depends on
-#   GUEST_KERNEL_PKG=linux-image-6.12.NN+deb12-amd64 scripts/guest-kit.sh
+#   scripts/guest-kit.sh                  the kernel of role "default"
+#   GUEST_KERNEL_PKG=trixie scripts/guest-kit.sh      a role of guest/kernels
+#   GUEST_KERNEL_PKG=linux-image-6.1.0-57-amd64 ...   a package by name
+#   scripts/guest-kit.sh --resolve ROLE|PKG   print the package, build nothing
+#   scripts/guest-kit.sh --list           every role and its package today
 #
+# The roles and what selects their packages live in guest/kernels only.
 # Output: build/guest/<kernel-release>/{vmlinuz,initrd.gz,kernel.deb}
 # and build/guest/default -> the default kernel's directory. Prints the
-# directory. Cached: rebuilt only when an input (package version, guest
-# sources, this script) changes.
+# directory last, and the package it used on stderr. Cached: rebuilt only
+# when an input (package version, guest sources, this script) changes.
 set -euo pipefail
 
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,14 +29,45 @@ for c in apt-get apt-cache dpkg-deb cpio gzip gcc; do
     command -v "$c" >/dev/null || die "missing $c (run scripts/install-deps.sh)"
 done
 
-pkg=${GUEST_KERNEL_PKG:-}
+KERNELS=$SRCDIR/guest/kernels
+
+# The selector of a role in guest/kernels; nothing if it is no role.
+selector() {
+    awk -v r="$1" '!/^[[:space:]]*(#|$)/ && $1 == r { print $2; exit }' "$KERNELS"
+}
+
+# A role or a package name -> the kernel package to use.
+resolve() {
+    local sel name
+    sel=$(selector "$1")
+    [ -n "$sel" ] || { echo "$1"; return; }
+    case "$sel" in
+    newest:*)
+        name=$(apt-cache search --names-only "${sel#newest:}" | cut -d' ' -f1 |
+               sort -V | tail -n1) ;;
+    *)
+        name=$(apt-cache depends "$sel" 2>/dev/null |
+               sed -n 's/^ *Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n1) ;;
+    esac
+    [ -n "$name" ] || die "kernel role $1 ($sel): no package found (run scripts/install-deps.sh)"
+    echo "$name"
+}
+
+case "${1:-}" in
+--resolve) resolve "${2:?usage: $0 --resolve ROLE|PKG}"; exit 0 ;;
+--list)
+    for role in $(awk '!/^[[:space:]]*(#|$)/ { print $1 }' "$KERNELS"); do
+        echo "$role $(resolve "$role")"
+    done
+    exit 0 ;;
+"") ;;
+*) die "usage: $0 [--resolve ROLE|PKG | --list]" ;;
+esac
+
+role=${GUEST_KERNEL_PKG:-default}
+pkg=$(resolve "$role")
 default=0
-if [ -z "$pkg" ]; then
-    pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
-          sed -n 's/^ *Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n1)
-    [ -n "$pkg" ] || die "cannot resolve linux-image-amd64 to a kernel package"
-    default=1
-fi
+[ "$role" = default ] && default=1
 mkdir -p "$DL"
 
 # Download (once per package version) into the download cache.
@@ -58,6 +93,7 @@ fetch() {
 }
 
 kdeb=$(fetch "$pkg")
+echo "guest-kit: kernel $role: $pkg $(dpkg-deb -f "$kdeb" Version)" >&2
 bdeb=$(fetch busybox-static)
 
 # Everything the kit depends on, to decide whether to rebuild it.
