@@ -2,17 +2,20 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
 # Bounded libFuzzer run of the parsers of untrusted input (BTF, profiles,
-# kernel images), from the seed corpus: builds the project with clang in
-# $SPLITMEM_BUILD/fuzz and runs each target for FUZZ_SECONDS (default 20).
-# Exits non-zero if a target crashes, leaks or hangs; the reproducer is
-# left in $SPLITMEM_BUILD/fuzz/artifacts.
+# kernel images, guest memory), from the seed corpus: builds the project
+# with clang in $SPLITMEM_BUILD/fuzz and runs each target for FUZZ_SECONDS
+# (default 20).  Exits non-zero if a target crashes, leaks or hangs, or
+# if one input takes longer than FUZZ_TIMEOUT seconds (default 2: every
+# parser has a fixed work budget, so a slow input is a bug); the
+# reproducer is left in $SPLITMEM_BUILD/fuzz/artifacts.
 set -euo pipefail
 
 SRCDIR=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${SPLITMEM_BUILD:-$SRCDIR/build}
 OUT=$BUILD/fuzz
 SECONDS_EACH=${FUZZ_SECONDS:-20}
-TARGETS=(fuzz-btf fuzz-profile fuzz-kimage)
+TIMEOUT=${FUZZ_TIMEOUT:-2}
+TARGETS=(fuzz-btf fuzz-profile fuzz-kimage fuzz-vmi)
 
 command -v clang >/dev/null || { echo "run-fuzzers: clang is missing (scripts/install-deps.sh)"; exit 1; }
 if [ ! -f "$OUT/build.ninja" ]; then
@@ -31,7 +34,7 @@ for t in "${TARGETS[@]}"; do
     mkdir -p "$corpus"
     log=$OUT/$t.log
     if "$OUT/fctrans/fuzz/$t" -max_total_time="$SECONDS_EACH" \
-        -rss_limit_mb=2048 -timeout=10 -max_len=262144 \
+        -rss_limit_mb=2048 -timeout="$TIMEOUT" -max_len=262144 \
         -artifact_prefix="$OUT/artifacts/$t-" \
         "$corpus" "$seeds/${t#fuzz-}" > "$log" 2>&1; then
         echo "$t: $(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | tail -n1)"
