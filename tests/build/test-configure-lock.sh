@@ -99,6 +99,15 @@ if [ $RC = 0 ] && [[ $OUT == *"debian $PIN "* ]] && ! fetched; then
 else
     not_ok "pinned and already downloaded: no apt call (rc $RC, apt-get: $(cat "$FAKE_LOG"))"
 fi
+# Only the version line edited: the sums downloaded above are not for it.
+{ echo "version 1:10.0.12+ds-0+deb13u1"; fake_sums "$PIN"; } > "$TMP/src/qemu.lock"
+run
+if [ $RC != 0 ] && err_has "no sha256 line for qemu_10.0.12+ds-0+deb13u1.dsc" &&
+   [[ $OUT != *"base obtained"* ]]; then
+    ok "version line edited without its sums: fails, though other files verify"
+else
+    not_ok "version line edited without its sums: fails, though other files verify (rc $RC: $OUT)"
+fi
 rm -rf "$TMP/build"
 write_lock "$PIN" bad
 run
