@@ -8,6 +8,7 @@
 #include "profile.h"
 #include "test-kernel-image.h"
 #include "vmi-internal.h"
+#include "test-bound.h"
 
 #include <string.h>
 #include <zstd.h>
@@ -196,7 +197,7 @@ static void expect_bomb(GBytes *in, const char *what)
     g_assert_null(out);
     g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_INVALID);
     g_assert_nonnull(strstr(err->message, "exceeds 262144 bytes"));
-    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, 0.2);
+    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, TEST_INPUT_SECONDS);
 }
 
 static void test_bombs(void)
@@ -332,7 +333,7 @@ static void test_rodata_near_miss(void)
     p = fctrans_profile_from_vmlinux(g_bytes_get_data(elf, NULL),
                                      g_bytes_get_size(elf), &err);
     g_test_message("%.3f s: %s", g_timer_elapsed(timer, NULL), err->message);
-    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, 0.2);
+    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, TEST_INPUT_SECONDS);
     /* The banner was found: the error is about what comes next. */
     g_assert_null(p);
     g_assert_nonnull(strstr(err->message, "kernel " TV_RELEASE ":"));
@@ -352,7 +353,7 @@ static void test_rodata_near_miss(void)
     p = fctrans_profile_from_vmlinux(g_bytes_get_data(elf, NULL),
                                      g_bytes_get_size(elf), &err);
     g_test_message("%.3f s: %s", g_timer_elapsed(timer, NULL), err->message);
-    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, 0.2);
+    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, TEST_INPUT_SECONDS);
     g_assert_null(p);
     g_assert_nonnull(strstr(err->message, "kernel Linux:"));
 }

@@ -8,6 +8,7 @@
  */
 #include "vmi.h"
 #include "vmi-internal.h"
+#include "test-bound.h"
 
 #include <inttypes.h>
 #include <string.h>
@@ -494,7 +495,7 @@ static void test_banner_near_miss(void)
                    g_timer_elapsed(timer, NULL), m->bytes >> 20);
     g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED);
     g_assert_nonnull(strstr(err->message, banner));
-    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, 0.2);
+    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, TEST_INPUT_SECONDS);
     g_clear_error(&err);
 
     /*
@@ -511,7 +512,7 @@ static void test_banner_near_miss(void)
                    g_timer_elapsed(timer, NULL), m->bytes >> 20);
     g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED);
     g_assert_nonnull(strstr(err->message, "no Linux kernel found"));
-    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, 0.2);
+    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, TEST_INPUT_SECONDS);
     g_assert_cmpuint(m->bytes, <=, 80ULL << 20);
     g_clear_error(&err);
 
@@ -525,7 +526,7 @@ static void test_banner_near_miss(void)
     g_test_message("refused in %.3f s, %" PRIu64 " MiB read",
                    g_timer_elapsed(timer, NULL), m->bytes >> 20);
     g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED);
-    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, 0.2);
+    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, TEST_INPUT_SECONDS);
     g_assert_cmpuint(m->bytes, <=, 80ULL << 20);
     mem_free(m);
 }
