@@ -28,8 +28,12 @@ rm -rf "$seeds"
 "$OUT/fctrans/fuzz/make-seeds" "$seeds"
 mkdir -p "$OUT/artifacts"
 
+# One TAP line per target, so that make check counts targets.
+echo "1..${#TARGETS[@]}"
 failed=0
+n=0
 for t in "${TARGETS[@]}"; do
+    n=$((n + 1))
     corpus=$OUT/corpus/${t#fuzz-}
     mkdir -p "$corpus"
     log=$OUT/$t.log
@@ -37,10 +41,10 @@ for t in "${TARGETS[@]}"; do
         -rss_limit_mb=2048 -timeout="$TIMEOUT" -max_len=262144 \
         -artifact_prefix="$OUT/artifacts/$t-" \
         "$corpus" "$seeds/${t#fuzz-}" > "$log" 2>&1; then
-        echo "$t: $(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | tail -n1)"
+        echo "ok $n - $t: $(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | tail -n1)"
     else
-        echo "$t: FAILED (log: $log)"
-        grep -E 'ERROR|SUMMARY|Test unit written' "$log" | head -n 5
+        echo "not ok $n - $t (log: $log)"
+        grep -E 'ERROR|SUMMARY|Test unit written' "$log" | head -n 5 | sed 's/^/# /'
         failed=1
     fi
 done
