@@ -14,22 +14,39 @@
  *                               on standard input, then take the snapshot
  *                               and print it
  *
- * The snapshot is read from /proc/kpageflags, /proc/buddyinfo and
- * /proc/meminfo at once, before anything is printed, so that printing it
- * does not change it.  It is printed as:
+ * The snapshot is read from /proc/kpageflags, /proc/buddyinfo,
+ * /proc/zoneinfo and /proc/meminfo at once, before anything is printed,
+ * so that printing it does not change it.  /proc/buddyinfo is read
+ * before and after /proc/kpageflags, and the pair is read again until
+ * both agree: then no block was allocated or freed while the page flags
+ * were read, and the KPF_BUDDY pages in them are consistent with the
+ * counts.  It is printed as:
  *
  *   kpagedump: begin pfns=N
  *   <class><count> ...            run-length encoded, one class per pfn
  *   kpagedump: buddyinfo <line>   one per line of /proc/buddyinfo
- *   kpagedump: meminfo MemFree: ... kB
+ *   kpagedump: meminfo MemFree: ... kB   (and MemTotal, VmallocUsed)
+ *   kpagedump: pcp PAGES threshold PAGES   pages on the per-CPU lists,
+ *                                 sum of the zones' vmstat thresholds
+ *   kpagedump: stable reads=R ready=0|1   R reads until buddyinfo was
+ *                                 stable; ready=1 if it was the same
+ *                                 when "ready" was printed
  *   kpagedump: end runs=R
  *
- * Classes: B  head of a free buddy block (KPF_BUDDY)
- *          U  in use: any flag of a page that the kernel or a process owns
- *          N  no such flag (tail of a free block, per-CPU free list,
- *             or a page allocated without flags)
- *          X  no struct page (KPF_NOPAGE) or unreadable
+ * Classes: B  in a free buddy block: KPF_BUDDY, which the kernel sets on
+ *             the head and on every tail page of a free block
+ *          U  in use: any other flag (a free page has none: the kernel
+ *             clears them all when it frees a page)
+ *          N  no flag at all: on a per-CPU free list, or allocated
+ *             without flags (vmalloc, kernel stacks, ...)
+ *          X  no struct page (KPF_NOPAGE)
+ *
+ * The guest kernels of the tests have no CONFIG_PAGE_OWNER, so the
+ * guest cannot list its allocations; it does not need to: a flagless
+ * page is not in a free block, and the test checks that the KPF_BUDDY
+ * pages add up to the free-block counts of /proc/buddyinfo.
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -48,45 +65,10 @@
 #define TEXT_MAX (64 << 10)
 
 /* Bits of /proc/kpageflags (include/uapi/linux/kernel-page-flags.h). */
-#define KPF_LOCKED 0
-#define KPF_ERROR 1
-#define KPF_DIRTY 4
-#define KPF_LRU 5
-#define KPF_SLAB 7
-#define KPF_WRITEBACK 8
 #define KPF_BUDDY 10
-#define KPF_MMAP 11
-#define KPF_ANON 12
-#define KPF_SWAPCACHE 13
-#define KPF_SWAPBACKED 14
-#define KPF_COMPOUND_HEAD 15
-#define KPF_COMPOUND_TAIL 16
-#define KPF_HUGE 17
-#define KPF_UNEVICTABLE 18
-#define KPF_HWPOISON 19
 #define KPF_NOPAGE 20
-#define KPF_KSM 21
-#define KPF_THP 22
-#define KPF_OFFLINE 23
-#define KPF_ZERO_PAGE 24
-#define KPF_PGTABLE 26
-#define KPF_RESERVED 32
-#define KPF_MLOCKED 33
-#define KPF_PRIVATE 35
-#define KPF_PRIVATE_2 36
-#define KPF_OWNER_PRIVATE 37
 
 #define BIT(n) (1ULL << (n))
-
-static const uint64_t in_use =
-    BIT(KPF_LOCKED) | BIT(KPF_ERROR) | BIT(KPF_DIRTY) | BIT(KPF_LRU) |
-    BIT(KPF_SLAB) | BIT(KPF_WRITEBACK) | BIT(KPF_MMAP) | BIT(KPF_ANON) |
-    BIT(KPF_SWAPCACHE) | BIT(KPF_SWAPBACKED) | BIT(KPF_COMPOUND_HEAD) |
-    BIT(KPF_COMPOUND_TAIL) | BIT(KPF_HUGE) | BIT(KPF_UNEVICTABLE) |
-    BIT(KPF_HWPOISON) | BIT(KPF_KSM) | BIT(KPF_THP) | BIT(KPF_OFFLINE) |
-    BIT(KPF_ZERO_PAGE) | BIT(KPF_PGTABLE) | BIT(KPF_RESERVED) |
-    BIT(KPF_MLOCKED) | BIT(KPF_PRIVATE) | BIT(KPF_PRIVATE_2) |
-    BIT(KPF_OWNER_PRIVATE);
 
 static void die(const char *what)
 {
@@ -178,7 +160,12 @@ static char *prealloc(size_t len)
     if (!p) {
         die("malloc");
     }
-    memset(p, 0, len);
+    /*
+     * Not zero: GCC turns malloc() and a zeroing memset() into calloc(),
+     * which leaves fresh pages untouched, and the kernel would allocate
+     * them while the snapshot is read.
+     */
+    memset(p, 1, len);
     return p;
 }
 
@@ -190,29 +177,70 @@ static char classify(uint64_t f)
     if (f & BIT(KPF_BUDDY)) {
         return 'B';
     }
-    return (f & in_use) ? 'U' : 'N';
+    return f ? 'U' : 'N';
 }
+
+/* Sum of the numbers after @key at the start of a line (spaces skipped). */
+static unsigned long sum_field(const char *text, const char *key)
+{
+    size_t klen = strlen(key);
+    unsigned long sum = 0, v;
+    const char *s = text;
+
+    while (*s) {
+        s += strspn(s, " \t");
+        if (!strncmp(s, key, klen) && sscanf(s + klen, "%lu", &v) == 1) {
+            sum += v;
+        }
+        s = strchrnul(s, '\n');
+        if (*s) {
+            s++;
+        }
+    }
+    return sum;
+}
+
+#define MAX_READS 10
 
 static int snapshot(void)
 {
     char line[64];
-    size_t klen, blen, mlen, i, npfn, runs = 0;
-    char *kflags, *buddy, *mem, *s, *save;
+    size_t klen, blen, b2len, b0len, mlen, zlen, i, npfn, runs = 0;
+    char *kflags, *buddy, *buddy2, *buddy0, *mem, *zone, *s, *save;
     char cur = 0;
     unsigned long count = 0, col = 0;
+    int reads = 0, ready_same;
 
     /* Everything allocated up front: the snapshot is taken from here on. */
     kflags = prealloc(KFLAGS_MAX);
     buddy = prealloc(TEXT_MAX);
+    buddy2 = prealloc(TEXT_MAX);
+    buddy0 = prealloc(TEXT_MAX);
     mem = prealloc(TEXT_MAX);
+    zone = prealloc(TEXT_MAX);
+    b0len = slurp("/proc/buddyinfo", buddy0, TEXT_MAX - 1);
     printf("kpagedump: ready\n");
     fflush(stdout);
     if (!fgets(line, sizeof(line), stdin)) {
         return 1;
     }
-    klen = slurp("/proc/kpageflags", kflags, KFLAGS_MAX);
-    blen = slurp("/proc/buddyinfo", buddy, TEXT_MAX - 1);
+    /*
+     * Page flags between two equal reads of the free-block counts: the
+     * test checks the heads in the flags against the counts exactly.
+     */
+    do {
+        blen = slurp("/proc/buddyinfo", buddy, TEXT_MAX - 1);
+        klen = slurp("/proc/kpageflags", kflags, KFLAGS_MAX);
+        b2len = slurp("/proc/buddyinfo", buddy2, TEXT_MAX - 1);
+        reads++;
+    } while ((blen != b2len || memcmp(buddy, buddy2, blen)) &&
+             reads < MAX_READS);
+    zlen = slurp("/proc/zoneinfo", zone, TEXT_MAX - 1);
     mlen = slurp("/proc/meminfo", mem, TEXT_MAX - 1);
+    if (blen != b2len || memcmp(buddy, buddy2, blen)) {
+        reads = 0;              /* never stable */
+    }
+    ready_same = b0len == b2len && !memcmp(buddy0, buddy2, b0len);
 
     npfn = klen / 8;
     printf("kpagedump: begin pfns=%zu\n", npfn);
@@ -243,16 +271,22 @@ static int snapshot(void)
     if (col) {
         putchar('\n');
     }
-    buddy[blen] = '\0';
-    for (s = strtok_r(buddy, "\n", &save); s; s = strtok_r(NULL, "\n", &save)) {
+    buddy2[b2len] = '\0';
+    for (s = strtok_r(buddy2, "\n", &save); s;
+         s = strtok_r(NULL, "\n", &save)) {
         printf("kpagedump: buddyinfo %s\n", s);
     }
     mem[mlen] = '\0';
     for (s = strtok_r(mem, "\n", &save); s; s = strtok_r(NULL, "\n", &save)) {
-        if (!strncmp(s, "MemFree:", 8) || !strncmp(s, "MemTotal:", 9)) {
+        if (!strncmp(s, "MemFree:", 8) || !strncmp(s, "MemTotal:", 9) ||
+            !strncmp(s, "VmallocUsed:", 12)) {
             printf("kpagedump: meminfo %s\n", s);
         }
     }
+    zone[zlen] = '\0';
+    printf("kpagedump: pcp %lu threshold %lu\n", sum_field(zone, "count:"),
+           sum_field(zone, "vm stats threshold:"));
+    printf("kpagedump: stable reads=%d ready=%d\n", reads, ready_same);
     printf("kpagedump: end runs=%zu\n", runs);
     return 0;
 }

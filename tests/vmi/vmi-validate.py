@@ -9,22 +9,40 @@ fctrans-profile, lets the guest allocate, free and hold memory, then:
   1. the guest's kpagedump prints "ready" and waits, holding every buffer
      it needs (the guest is quiet from here on);
   2. the host scans (query-guest-free-memory with the ranges);
-  3. the guest snapshots /proc/kpageflags, /proc/buddyinfo, /proc/meminfo
-     and prints them.
+  3. the guest snapshots /proc/kpageflags between two equal reads of
+     /proc/buddyinfo, and /proc/zoneinfo, /proc/meminfo, and prints them.
 
-Then it compares, page by page:
-  precision  pages the host calls free that the guest does not hold in
-             use (no LRU, anon, slab, page-table, reserved, ... flag)
-  recall     free-block heads of the guest (KPF_BUDDY) that the host
-             found free; and the host's free total against MemFree
-and checks them against the thresholds, and the recognised kernel
-against the booted one.  Exits non-zero on any failure.
+Every page of a free block, head and tails, has KPF_BUDDY in
+/proc/kpageflags; a page with any other flag is in use, and a page with
+no flag at all is in no free block either (allocated without flags --
+vmalloc, kernel stacks -- or on a per-CPU free list).  So the snapshot
+says exactly which pages are free, and /proc/buddyinfo's counts must add
+up to them.  (No guest kernel of the tests has CONFIG_PAGE_OWNER, which
+would list the allocations; it is not needed.)  Then, page by page:
 
-  tests/vmi/vmi-validate.py [--kernel-pkg linux-image-...] [--mem MiB]
+  precision  share of the pages the host calls free that have KPF_BUDDY
+  recall     share of the KPF_BUDDY pages that the host calls free; the
+             host's free total against /proc/buddyinfo and MemFree
+
+A second, larger guest boots alongside; scans of both, interleaved,
+give the scan cost per GiB at two sizes, whose ratio must show linear
+cost.  The recognised kernel must be the booted one.  Exits non-zero on
+any failure.
+
+  tests/vmi/vmi-validate.py [--kernel-pkg linux-image-...|trixie]
+                            [--mem MiB] [--mem2 MiB]
+  tests/vmi/vmi-validate.py --save run.json      keep the raw figures
+  tests/vmi/vmi-validate.py --replay run.json [--corrupt-shift PAGES]
+  tests/vmi/vmi-validate.py --self-test          synthetic data, no guest
+
+--corrupt-shift moves every range the host reported by that many pages
+before comparing: the test must then fail (it shows that it can).
 """
 
 import argparse
+import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -36,65 +54,219 @@ import splitmem as sm  # noqa: E402
 
 PAGE = 4096
 MIN_PRECISION = 0.999
-MIN_RECALL = 0.95
+MIN_RECALL = 0.99
+# Scan cost per GiB at the larger guest over that at the smaller one.
+MAX_COST_RATIO = 2.0
 FIRMWARE_DIRS = ["/usr/share/seabios", "/usr/lib/ipxe/qemu", "/usr/share/qemu"]
 
 
 def parse_snapshot(text):
-    """Classes per pfn (a bytearray), buddyinfo lines, meminfo dict."""
+    """The snapshot kpagedump printed, as a dict: classes per pfn (a
+    bytearray of B, U, N, X), buddyinfo [(zone, [count per order])],
+    meminfo {key: bytes}, pcp and threshold (pages), reads, ready."""
     m = re.search(r"kpagedump: begin pfns=(\d+)\n(.*?)kpagedump: end runs=(\d+)",
                   text, re.S)
     if not m:
         raise RuntimeError("no kpagedump snapshot on the console")
     npfn, body = int(m.group(1)), m.group(2)
-    classes = bytearray()
-    buddyinfo, meminfo = [], {}
+    snap = {"classes": bytearray(), "buddyinfo": [], "meminfo": {}}
     runs = 0
     for line in body.splitlines():
         if line.startswith("kpagedump: buddyinfo "):
-            buddyinfo.append(line[len("kpagedump: buddyinfo "):])
+            # "Node 0, zone   Normal  n0 n1 ... n10"
+            f = line[len("kpagedump: buddyinfo "):].split()
+            snap["buddyinfo"].append((f[3], [int(x) for x in f[4:]]))
         elif line.startswith("kpagedump: meminfo "):
             k, v = line[len("kpagedump: meminfo "):].split(":", 1)
-            meminfo[k] = int(v.split()[0]) * 1024
+            snap["meminfo"][k] = int(v.split()[0]) * 1024
+        elif line.startswith("kpagedump: pcp "):
+            f = line.split()
+            snap["pcp"], snap["threshold"] = int(f[2]), int(f[4])
+        elif line.startswith("kpagedump: stable "):
+            kv = dict(x.split("=") for x in line.split()[2:])
+            snap["reads"], snap["ready"] = int(kv["reads"]), kv["ready"] == "1"
         else:
             for tok in line.split():
-                classes += tok[0].encode() * int(tok[1:])
+                snap["classes"] += tok[0].encode() * int(tok[1:])
                 runs += 1
-    if len(classes) != npfn or runs != int(m.group(3)):
-        raise RuntimeError(f"garbled snapshot: {len(classes)} of {npfn} pfns,"
-                           f" {runs} of {m.group(3)} runs")
-    return classes, buddyinfo, meminfo
+    if len(snap["classes"]) != npfn or runs != int(m.group(3)):
+        raise RuntimeError(f"garbled snapshot: {len(snap['classes'])} of "
+                           f"{npfn} pfns, {runs} of {m.group(3)} runs")
+    for key in ("pcp", "reads"):
+        if key not in snap:
+            raise RuntimeError(f"snapshot without its {key} line (old "
+                               "guest kit?)")
+    return snap
 
 
-def compare(classes, ranges, meminfo):
-    free = bytearray(len(classes))
+def compare(snap, ranges, shift=0):
+    """Compare the host's free ranges (shifted by @shift pages, to show
+    that a wrong answer fails) with the guest's snapshot."""
+    classes = snap["classes"]
+    npfn = len(classes)
+    counts = {c: 0 for c in "BUNX"}
     beyond = 0
     for r in ranges:
-        first, n = r["start"] // PAGE, r["length"] // PAGE
-        inside = max(0, min(n, len(classes) - first))
-        free[first:first + inside] = b"\x01" * inside
-        beyond += n - inside
-    called = sum(free) + beyond
-    counts = {c: 0 for c in "BUNX"}
-    heads = heads_found = 0
-    for pfn, c in enumerate(classes):
-        ch = chr(c)
-        if free[pfn]:
-            counts[ch] += 1
-        if ch == "B":
-            heads += 1
-            heads_found += free[pfn]
-    wrong = counts["U"] + counts["X"] + beyond
+        first, n = r["start"] // PAGE + shift, r["length"] // PAGE
+        lo, hi = max(0, first), max(0, min(first + n, npfn))
+        beyond += n - max(0, hi - lo)
+        part = bytes(classes[lo:hi])
+        for c in counts:
+            counts[c] += part.count(c.encode())
+    called = sum(counts.values()) + beyond
+    buddy_blocks = [0] * max(len(c) for _, c in snap["buddyinfo"])
+    for _, zc in snap["buddyinfo"]:
+        for o, n in enumerate(zc):
+            buddy_blocks[o] += n
+    guest_free = classes.count(b"B")
+    # Not free for sure: flagged, no page, outside RAM, or flagless (on
+    # a per-CPU list or allocated without flags).
+    wrong = counts["U"] + counts["X"] + counts["N"] + beyond
     return {
         "called_free": called,
+        "called": counts,
+        "called_beyond": beyond,
         "called_in_use": wrong,
-        "called_heads": counts["B"],
-        "called_noflags": counts["N"],
         "precision": 1 - wrong / called if called else 0.0,
-        "heads": heads,
-        "recall_heads": heads_found / heads if heads else 0.0,
-        "recall_memfree": called * PAGE / meminfo["MemFree"],
+        "guest_free": guest_free,
+        "recall": counts["B"] / guest_free if guest_free else 0.0,
+        "flagless": classes.count(b"N"),
+        "buddy_blocks": buddy_blocks,
+        "buddy_pages": sum(n << o for o, n in enumerate(buddy_blocks)),
+        "memfree_pages": snap["meminfo"]["MemFree"] // PAGE,
+        "threshold": snap["threshold"],
     }
+
+
+def check_snapshot(snap, res):
+    """Failures of the guest's snapshot itself, before any host figure
+    can be judged against it."""
+    failures = []
+    if not snap["reads"]:
+        failures.append("buddyinfo never stable while kpageflags was read")
+    # Read between two equal reads of buddyinfo, the KPF_BUDDY pages are
+    # exactly the pages of the blocks it counts.  Fewer would mean a
+    # kernel that flags only the heads: then flagless pages would be
+    # ambiguous, and this test would have to learn the blocks' orders.
+    if res["guest_free"] != res["buddy_pages"]:
+        failures.append(f"{res['guest_free']} KPF_BUDDY pages but "
+                        f"{res['buddy_pages']} in buddyinfo's blocks")
+    if not snap["ready"]:
+        failures.append("the guest's free blocks changed between the "
+                        "scan and the snapshot")
+    return failures
+
+
+def check_free(res):
+    """Failures of the host's figures against the guest's."""
+    failures = []
+    if res["precision"] < MIN_PRECISION:
+        failures.append(f"precision {res['precision']:.5f} < "
+                        f"{MIN_PRECISION}")
+    if res["recall"] < MIN_RECALL:
+        failures.append(f"recall {res['recall']:.5f} < {MIN_RECALL}")
+    # The host's free total against /proc/buddyinfo (the free lists'
+    # own counts).  Per-CPU free lists are counted by neither (the
+    # kernel takes pages off the free lists and NR_FREE_PAGES when it
+    # moves them there), so they make no difference.  The guest was quiet
+    # from before the scan to the snapshot (kpagedump's buddyinfo read
+    # before "ready" is checked equal to the snapshot's), so the two
+    # should agree exactly; allow one largest block (4 MiB), which a scan
+    # racing with the kernel's housekeeping (compaction, a per-CPU list
+    # drained or refilled) can miss or see twice.
+    tol = 1 << (len(res["buddy_blocks"]) - 1)
+    diff = res["called_free"] - res["buddy_pages"]
+    if abs(diff) > tol:
+        failures.append(f"host free {res['called_free']} pages, buddyinfo "
+                        f"{res['buddy_pages']}: off by {diff} > {tol}")
+    # MemFree is NR_FREE_PAGES as the global vmstat counter has it: each
+    # CPU may hold up to its zone's threshold of changes back from it
+    # (the sum of the thresholds of /proc/zoneinfo).
+    res["memfree_tol"] = tol + res["threshold"]
+    diff = res["called_free"] - res["memfree_pages"]
+    if abs(diff) > res["memfree_tol"]:
+        failures.append(f"host free {res['called_free']} pages, MemFree "
+                        f"{res['memfree_pages']}: off by {diff} > "
+                        f"{res['memfree_tol']}")
+    return failures
+
+
+def check_cost(small, large):
+    """Linear scan cost: per GiB, the larger guest's best scan within
+    MAX_COST_RATIO of the smaller one's.  small and large are
+    (scanned bytes, [scan-time us]).  Best of several, interleaved, so
+    that the machine's noise hits both alike and is mostly filtered."""
+    per = [min(t) / (b / (1 << 30)) for b, t in (small, large)]
+    ratio = per[1] / per[0] if per[0] else float("inf")
+    fail = []
+    if not ratio <= MAX_COST_RATIO:
+        fail.append(f"scan cost {per[1]:.0f} us/GiB at "
+                    f"{large[0] >> 20} MiB is {ratio:.2f}x that at "
+                    f"{small[0] >> 20} MiB ({per[0]:.0f} us/GiB) > "
+                    f"{MAX_COST_RATIO}x: not linear")
+    return per, ratio, fail
+
+
+def report(run, shift=0):
+    """Print the figures of a run (a dict, as --save writes it) and
+    return its failures."""
+    snap = parse_snapshot(run["console"])
+    info = run["info"]
+    res = compare(snap, info["ranges"], shift)
+    small = (info["scanned-bytes"], run["times"])
+    large = (run["info2"]["scanned-bytes"], run["times2"])
+    per, ratio, cost_fail = check_cost(small, large)
+    mi = snap["meminfo"]
+    c = res["called"]
+
+    print(f"kernel        {info['kernel']} (booted {run['booted']}), KASLR "
+          f"offset {info['kaslr-offset']:#x}")
+    print(f"scan          {info['scanned-bytes'] >> 20} MiB of RAM, "
+          f"{info['free-ranges']} ranges, {info['free-blocks']} blocks, "
+          f"{info['rejected-blocks']} rejected")
+    for (b, t), p, g in ((small, per[0], info), (large, per[1],
+                                                  run["info2"])):
+        print(f"scan time     {b >> 20:5} MiB: {min(t)} us best, "
+              f"{sorted(t)[len(t) // 2]} us median of {len(t)} "
+              f"({p:.0f} us/GiB; {g['free-bytes'] * 100 // b}% free)")
+    print(f"scan cost     {ratio:.2f}x per GiB at the larger size "
+          f"(linear: <= {MAX_COST_RATIO}x)")
+    if shift:
+        print(f"CORRUPTED     host ranges moved by {shift} pages")
+    print(f"free (host)   {res['called_free']} pages "
+          f"({res['called_free'] * PAGE >> 20} MiB)")
+    print(f"free (guest)  buddyinfo {res['buddy_pages']} pages in "
+          f"{sum(res['buddy_blocks'])} blocks, MemFree "
+          f"{res['memfree_pages']}, {snap['pcp']} on per-CPU lists "
+          f"(in neither); snapshot after {snap['reads']} read(s), "
+          f"{'unchanged' if snap['ready'] else 'CHANGED'} since the scan")
+    print(f"free (kpf)    {res['guest_free']} KPF_BUDDY pages "
+          f"({'=' if res['guest_free'] == res['buddy_pages'] else '!='} "
+          f"buddyinfo); {res['flagless']} flagless pages, in no free "
+          f"block: {snap['pcp']} per-CPU, VmallocUsed "
+          f"{mi.get('VmallocUsed', 0) // PAGE}, "
+          f"{res['flagless'] - snap['pcp'] - mi.get('VmallocUsed', 0) // PAGE}"
+          f" other")
+    print(f"precision     {res['precision']:.5f} ({res['called_in_use']} "
+          f"pages called free are not: {c['U']} flagged, {c['N']} "
+          f"flagless, {c['X'] + res['called_beyond']} no page)")
+    print(f"recall        {res['recall']:.5f} of the KPF_BUDDY pages; host "
+          f"total {res['called_free'] / res['buddy_pages']:.5f} of "
+          f"buddyinfo's ({res['called_free'] - res['buddy_pages']:+d}, "
+          f"tolerance {1 << (len(res['buddy_blocks']) - 1)}), "
+          f"{res['called_free'] / res['memfree_pages']:.5f} of MemFree")
+    print("hmp           " + run["hmp"].strip().replace("\n",
+                                                       "\n              "))
+
+    failures = check_snapshot(snap, res) + check_free(res) + cost_fail
+    if info["kernel"] != run["booted"]:
+        failures.append(f"recognised {info['kernel']}, booted "
+                        f"{run['booted']}")
+    for f in failures:
+        print(f"FAIL: {f}")
+    print(f"vmi-validate {info['kernel']}: "
+          f"{'FAILED' if failures else 'passed'}")
+    return failures
 
 
 def newest_trixie_kernel():
@@ -113,16 +285,8 @@ def newest_trixie_kernel():
     return max(names, key=key)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--kernel-pkg", help="linux-image package of the guest "
-                    "(default: the guest kit's default kernel); 'trixie' "
-                    "picks the newest Debian 13 (6.12) amd64 kernel")
-    ap.add_argument("--mem", type=int, default=768, help="guest MiB")
-    ap.add_argument("--scans", type=int, default=5,
-                    help="extra scans for the timing figures")
-    args = ap.parse_args()
-
+def run_guests(args):
+    """Boot, exercise and scan the guests; the raw figures as a dict."""
     pkg = args.kernel_pkg
     if pkg == "trixie":
         pkg = newest_trixie_kernel()
@@ -143,6 +307,9 @@ def main():
         if os.path.isdir(d):
             extra += ["-L", d]
     vm = sm.Vm("vmi", wdir, args.mem, kit=kit, extra=extra)
+    # The second guest, for the scan cost at another size, boots
+    # meanwhile; it only has to be up when the first one is done.
+    vm2 = sm.Vm("vmi2", wdir, args.mem2, kit=kit, extra=extra)
     qmp, con = vm.qmp, vm.serial
     booted = con.wait(r"splitmem-guest: up, kernel ([^\s,]+),",
                       timeout=180).group(1)
@@ -167,61 +334,140 @@ def main():
     info = qmp.cmd("query-guest-free-memory", profiles=profdir, ranges=True)
     con.send("")
     m = con.wait(r"^kpagedump: end runs=\d+$", timeout=300)
-    classes, buddyinfo, meminfo = parse_snapshot(con.buf[:m.end()])
+    console = con.buf[con.buf.rfind("kpagedump: begin", 0, m.end()):m.end()]
 
-    times = [info["scan-time"]]
+    vm2.serial.wait(r"splitmem-guest: up, kernel", timeout=180)
+    sm.log(f"second guest up: {args.mem2} MiB")
+    times, times2 = [info["scan-time"]], []
+    info2 = None
     for _ in range(args.scans):
         times.append(qmp.cmd("query-guest-free-memory",
                              profiles=profdir)["scan-time"])
+        info2 = vm2.qmp.cmd("query-guest-free-memory", profiles=profdir)
+        times2.append(info2["scan-time"])
     hmp = qmp.hmp(f"info guest_free_memory {profdir}")
     vm.quit()
+    vm2.quit()
+    return {"booted": booted, "console": console, "info": info,
+            "times": times, "info2": info2, "times2": times2, "hmp": hmp}
 
-    res = compare(classes, info["ranges"], meminfo)
-    buddy_pages = 0
-    for line in buddyinfo:
-        counts = [int(x) for x in line.split()[4:]]
-        buddy_pages += sum(n << o for o, n in enumerate(counts))
-    scanned_mib = info["scanned-bytes"] / (1 << 20)
-    best = min(times)
 
-    print(f"kernel        {info['kernel']} (booted {booted}), KASLR offset "
-          f"{info['kaslr-offset']:#x}")
-    print(f"scan          {scanned_mib:.0f} MiB of RAM, {info['free-ranges']}"
-          f" ranges, {info['free-blocks']} blocks, "
-          f"{info['rejected-blocks']} rejected")
-    print(f"scan time     {best} us best, {sorted(times)[len(times) // 2]} us "
-          f"median of {len(times)} ({best / scanned_mib * 1024:.0f} us/GiB)")
-    print(f"free (host)   {res['called_free']} pages "
-          f"({res['called_free'] * PAGE >> 20} MiB)")
-    print(f"free (guest)  MemFree {meminfo['MemFree'] >> 20} MiB, "
-          f"buddyinfo {buddy_pages} pages, {res['heads']} pages with "
-          f"KPF_BUDDY")
-    print(f"precision     {res['precision']:.5f} ({res['called_in_use']} "
-          f"pages called free are in use; {res['called_heads']} KPF_BUDDY, "
-          f"{res['called_noflags']} flagless)")
-    print(f"recall        KPF_BUDDY pages {res['recall_heads']:.5f}, "
-          f"MemFree {res['recall_memfree']:.5f}")
-    print("hmp           " + hmp.strip().replace("\n", "\n              "))
+def self_test():
+    """compare() and the checks on synthetic data: right answers pass,
+    wrong ones fail.  Returns the number of wrong verdicts."""
+    rnd = random.Random(8)
+    max_order = 10
+    classes = bytearray(b"U" * 4096)          # the low 16 MiB in use
+    blocks, flagless = [], []
+    while len(classes) < 65536:
+        pfn = len(classes)
+        kind = rnd.random()
+        order = min(rnd.randrange(max_order + 1),
+                    (pfn & -pfn).bit_length() - 1)
+        if kind < 0.4:                          # a free block
+            blocks.append((pfn, order))
+            classes += b"B" * (1 << order)
+        elif kind < 0.5:                        # vmalloc, per-CPU lists
+            flagless.append(pfn)
+            classes += b"N"
+        else:
+            classes += b"U" * (1 << order)
+    counts = [0] * (max_order + 1)
+    for _, o in blocks:
+        counts[o] += 1
+    free = sum(1 << o for _, o in blocks)
+    snap = {"classes": classes, "buddyinfo": [("Normal", counts)],
+            "meminfo": {"MemFree": free * PAGE},
+            "pcp": 0, "threshold": 0, "reads": 1, "ready": True}
+    truth = [{"start": p * PAGE, "length": (1 << o) * PAGE}
+             for p, o in blocks]
+    bad = 0
 
-    failures = []
-    if info["kernel"] != booted:
-        failures.append(f"recognised {info['kernel']}, booted {booted}")
-    if res["precision"] < MIN_PRECISION:
-        failures.append(f"precision {res['precision']:.5f} < {MIN_PRECISION}")
-    if res["recall_heads"] < MIN_RECALL:
-        failures.append(f"KPF_BUDDY recall {res['recall_heads']:.5f} < "
-                        f"{MIN_RECALL}")
-    if res["recall_memfree"] < MIN_RECALL:
-        failures.append(f"MemFree recall {res['recall_memfree']:.5f} < "
-                        f"{MIN_RECALL}")
-    if best > 1e6 * scanned_mib / 1024:
-        failures.append(f"scan of {scanned_mib:.0f} MiB took {best} us "
-                        f"(> 1 s/GiB)")
-    for f in failures:
-        print(f"FAIL: {f}")
-    print(f"vmi-validate {info['kernel']}: "
-          f"{'FAILED' if failures else 'passed'}")
-    return 1 if failures else 0
+    def expect(name, ok, got):
+        nonlocal bad
+        print(f"self-test     {name}: {'ok' if ok else 'WRONG'} ({got})")
+        bad += not ok
+
+    def verdict(snap, ranges, shift=0):
+        res = compare(snap, ranges, shift)
+        return res, check_snapshot(snap, res) + check_free(res)
+
+    res, fails = verdict(snap, truth)
+    expect("the guest's own blocks pass", not fails and
+           res["precision"] == 1.0 and res["recall"] == 1.0,
+           fails or f"{free} pages")
+    for shift in (1, 4, -4):
+        res, fails = verdict(snap, truth, shift)
+        expect(f"ranges moved by {shift} fail",
+               res["precision"] < MIN_PRECISION and fails,
+               f"precision {res['precision']:.5f}")
+    # A few flagless pages called free (1 per 1000 free pages and more).
+    extra = flagless[:free // 1000 + 1]
+    res, fails = verdict(snap, truth + [{"start": p * PAGE, "length": PAGE}
+                                        for p in extra])
+    expect(f"{len(extra)} flagless pages called free fail",
+           res["precision"] < MIN_PRECISION and fails,
+           f"precision {res['precision']:.5f}")
+    # Missed blocks: recall and the buddyinfo total.
+    res, fails = verdict(snap, [r for r in truth if r["length"] < 1 << 20])
+    expect("the largest blocks missed fail", bool(fails),
+           f"recall {res['recall']:.3f}")
+    # One largest block more than the guest has, somewhere in use.
+    used = classes.index(b"U" * 1024, 4096)
+    res, fails = verdict(snap, truth + [{"start": used * PAGE,
+                                         "length": 1 << 22}])
+    expect("one block in use called free fails", bool(fails),
+           f"precision {res['precision']:.5f}")
+    # Snapshots that cannot be judged.
+    snap2 = dict(snap, buddyinfo=[("Normal", counts[:-1] + [counts[-1] + 1])])
+    res, fails = verdict(snap2, truth)
+    expect("buddyinfo not matching the flags fails", bool(fails), fails)
+    snap2 = dict(snap, ready=False)
+    res, fails = verdict(snap2, truth)
+    expect("a guest that changed since the scan fails", bool(fails), fails)
+    gib = 1 << 30
+    lin = check_cost((gib // 2, [600, 700]), (2 * gib, [2500, 2600]))
+    quad = check_cost((gib // 2, [600, 700]), (2 * gib, [9000, 9500]))
+    expect("linear cost passes", not lin[2], f"{lin[1]:.2f}x")
+    expect("quadratic cost fails", bool(quad[2]), f"{quad[1]:.2f}x")
+    return bad
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kernel-pkg", help="linux-image package of the guest "
+                    "(default: the guest kit's default kernel); 'trixie' "
+                    "picks the newest Debian 13 (6.12) amd64 kernel")
+    ap.add_argument("--mem", type=int, default=768, help="guest MiB")
+    ap.add_argument("--mem2", type=int, help="MiB of the second guest, for "
+                    "the scan cost (default: 4 times --mem)")
+    ap.add_argument("--scans", type=int, default=15,
+                    help="scans of each guest for the timing figures")
+    ap.add_argument("--save", metavar="FILE", help="write the raw figures")
+    ap.add_argument("--replay", metavar="FILE", help="judge the figures of "
+                    "a --save run instead of booting guests")
+    ap.add_argument("--corrupt-shift", type=int, default=0, metavar="PAGES",
+                    help="move the host's ranges (the test must fail)")
+    ap.add_argument("--self-test", action="store_true",
+                    help="judge synthetic right and wrong answers")
+    args = ap.parse_args()
+    args.mem2 = args.mem2 or 4 * args.mem
+
+    if args.self_test:
+        bad = self_test()
+        print(f"vmi-validate self-test: {'FAILED' if bad else 'passed'}")
+        return 1 if bad else 0
+    if args.replay:
+        with open(args.replay) as f:
+            run = json.load(f)
+    else:
+        t0 = time.monotonic()
+        run = run_guests(args)
+        sm.log(f"guests done in {time.monotonic() - t0:.0f} s")
+        if args.save:
+            with open(args.save, "w") as f:
+                json.dump(run, f)
+    return 1 if report(run, args.corrupt_shift) else 0
 
 
 if __name__ == "__main__":
