@@ -33,10 +33,12 @@ any failure.
                             [--mem MiB] [--mem2 MiB]
   tests/vmi/vmi-validate.py --save run.json      keep the raw figures
   tests/vmi/vmi-validate.py --replay run.json [--corrupt-shift PAGES]
+                            [--corrupt-cost FACTOR]
   tests/vmi/vmi-validate.py --self-test          synthetic data, no guest
 
 --corrupt-shift moves every range the host reported by that many pages
-before comparing: the test must then fail (it shows that it can).
+before comparing, --corrupt-cost multiplies the larger guest's scan
+times: the test must then fail (it shows that it can).
 """
 
 import argparse
@@ -53,8 +55,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 import splitmem as sm  # noqa: E402
 
 PAGE = 4096
-MIN_PRECISION = 0.999
-MIN_RECALL = 0.99
+# The snapshot says exactly which pages are free, the guest is quiet and
+# checked unchanged (by buddyinfo's counts) since the scan: a right scan
+# matches it page for page (1.00000 on 6.1 and 6.12).  The slack, one
+# page in 20000 (6 pages at 768 MiB), is for kernel housekeeping that
+# leaves the counts as they were (a page allocated, another freed); a
+# range moved by one page already exceeds it (one wrong page a range).
+MAX_OFF = 0.00005
+MIN_PRECISION = 1 - MAX_OFF
+MIN_RECALL = 1 - MAX_OFF
 # Scan cost per GiB at the larger guest over that at the smaller one.
 MAX_COST_RATIO = 2.0
 FIRMWARE_DIRS = ["/usr/share/seabios", "/usr/lib/ipxe/qemu", "/usr/share/qemu"]
@@ -168,13 +177,10 @@ def check_free(res):
     # The host's free total against /proc/buddyinfo (the free lists'
     # own counts).  Per-CPU free lists are counted by neither (the
     # kernel takes pages off the free lists and NR_FREE_PAGES when it
-    # moves them there), so they make no difference.  The guest was quiet
-    # from before the scan to the snapshot (kpagedump's buddyinfo read
-    # before "ready" is checked equal to the snapshot's), so the two
-    # should agree exactly; allow one largest block (4 MiB), which a scan
-    # racing with the kernel's housekeeping (compaction, a per-CPU list
-    # drained or refilled) can miss or see twice.
-    tol = 1 << (len(res["buddy_blocks"]) - 1)
+    # moves them there), so they make no difference: the host does not
+    # find less for not walking them.  With the guest quiet and unchanged
+    # since the scan the totals agree exactly; the slack is MAX_OFF's.
+    tol = res["tol"] = max(1, int(MAX_OFF * res["buddy_pages"]))
     diff = res["called_free"] - res["buddy_pages"]
     if abs(diff) > tol:
         failures.append(f"host free {res['called_free']} pages, buddyinfo "
@@ -207,15 +213,19 @@ def check_cost(small, large):
     return per, ratio, fail
 
 
-def report(run, shift=0):
+def report(run, shift=0, cost=1.0):
     """Print the figures of a run (a dict, as --save writes it) and
-    return its failures."""
+    return its failures; shift and cost corrupt it (the host's ranges
+    moved by shift pages, the larger guest's scan times multiplied by
+    cost) to show that the checks can fail."""
     snap = parse_snapshot(run["console"])
     info = run["info"]
     res = compare(snap, info["ranges"], shift)
     small = (info["scanned-bytes"], run["times"])
-    large = (run["info2"]["scanned-bytes"], run["times2"])
+    large = (run["info2"]["scanned-bytes"],
+             [int(t * cost) for t in run["times2"]])
     per, ratio, cost_fail = check_cost(small, large)
+    failures = check_snapshot(snap, res) + check_free(res) + cost_fail
     mi = snap["meminfo"]
     c = res["called"]
 
@@ -231,8 +241,9 @@ def report(run, shift=0):
               f"({p:.0f} us/GiB; {g['free-bytes'] * 100 // b}% free)")
     print(f"scan cost     {ratio:.2f}x per GiB at the larger size "
           f"(linear: <= {MAX_COST_RATIO}x)")
-    if shift:
-        print(f"CORRUPTED     host ranges moved by {shift} pages")
+    if shift or cost != 1.0:
+        print(f"CORRUPTED     host ranges moved by {shift} pages, larger "
+              f"guest's scan times x{cost}")
     print(f"free (host)   {res['called_free']} pages "
           f"({res['called_free'] * PAGE >> 20} MiB)")
     print(f"free (guest)  buddyinfo {res['buddy_pages']} pages in "
@@ -253,12 +264,12 @@ def report(run, shift=0):
     print(f"recall        {res['recall']:.5f} of the KPF_BUDDY pages; host "
           f"total {res['called_free'] / res['buddy_pages']:.5f} of "
           f"buddyinfo's ({res['called_free'] - res['buddy_pages']:+d}, "
-          f"tolerance {1 << (len(res['buddy_blocks']) - 1)}), "
-          f"{res['called_free'] / res['memfree_pages']:.5f} of MemFree")
+          f"tolerance {res['tol']}), "
+          f"{res['called_free'] / res['memfree_pages']:.5f} of MemFree "
+          f"(tolerance {res['memfree_tol']})")
     print("hmp           " + run["hmp"].strip().replace("\n",
                                                        "\n              "))
 
-    failures = check_snapshot(snap, res) + check_free(res) + cost_fail
     if info["kernel"] != run["booted"]:
         failures.append(f"recognised {info['kernel']}, booted "
                         f"{run['booted']}")
@@ -401,13 +412,14 @@ def self_test():
         expect(f"ranges moved by {shift} fail",
                res["precision"] < MIN_PRECISION and fails,
                f"precision {res['precision']:.5f}")
-    # A few flagless pages called free (1 per 1000 free pages and more).
-    extra = flagless[:free // 1000 + 1]
-    res, fails = verdict(snap, truth + [{"start": p * PAGE, "length": PAGE}
-                                        for p in extra])
-    expect(f"{len(extra)} flagless pages called free fail",
-           res["precision"] < MIN_PRECISION and fails,
-           f"precision {res['precision']:.5f}")
+    # Flagless pages called free: within the slack, and just beyond it.
+    slack = int(MAX_OFF * free)
+    for n, want in ((slack, True), (slack + 1, False)):
+        res, fails = verdict(snap, truth + [
+            {"start": p * PAGE, "length": PAGE} for p in flagless[:n]])
+        expect(f"{n} flagless pages called free "
+               f"{'pass' if want else 'fail'}", (not fails) == want,
+               f"precision {res['precision']:.5f}")
     # Missed blocks: recall and the buddyinfo total.
     res, fails = verdict(snap, [r for r in truth if r["length"] < 1 << 20])
     expect("the largest blocks missed fail", bool(fails),
@@ -448,6 +460,9 @@ def main():
                     "a --save run instead of booting guests")
     ap.add_argument("--corrupt-shift", type=int, default=0, metavar="PAGES",
                     help="move the host's ranges (the test must fail)")
+    ap.add_argument("--corrupt-cost", type=float, default=1.0,
+                    metavar="FACTOR", help="multiply the larger guest's "
+                    "scan times (the test must fail beyond 2)")
     ap.add_argument("--self-test", action="store_true",
                     help="judge synthetic right and wrong answers")
     args = ap.parse_args()
@@ -467,7 +482,7 @@ def main():
         if args.save:
             with open(args.save, "w") as f:
                 json.dump(run, f)
-    return 1 if report(run, args.corrupt_shift) else 0
+    return 1 if report(run, args.corrupt_shift, args.corrupt_cost) else 0
 
 
 if __name__ == "__main__":
