@@ -16,8 +16,6 @@
 
 #include <string.h>
 
-#define BANNER_PREFIX "Linux version "
-
 /*
  * linux_banner is "Linux version <release> (<builder>) (<compiler>) #<n>
  * <flags> <date>\n".  Kernels link two such strings (init/version.c and
@@ -28,57 +26,27 @@ static bool find_banner(const FctransElf *elf, FctransProfile *p,
                         GError **errp)
 {
     FctransElfSection ro;
-    const uint8_t *d, *end, *np;
-    const char *best = NULL;
-    uint64_t best_addr = 0;
+    FctransBannerScan scan;
+    unsigned hits = G_MAXUINT;
+    const char *best = NULL, *b;
+    size_t best_len = 0, n;
     bool best_numbered = false;
 
     if (!fctrans_elf_section(elf, ".rodata", &ro, errp)) {
         return false;
     }
-    /*
-     * One pass whatever .rodata holds: np, the first non-printable byte
-     * at or after a hit, only moves forward, and the hits it disqualifies
-     * are skipped at once (instead of measuring each of a run of
-     * "Linux version Linux version ..." up to FCTRANS_PROFILE_MAX_BANNER).
-     */
-    d = ro.data;
-    end = ro.data + ro.size;
-    np = d;
-    while (d < end) {
-        const uint8_t *hit = memmem(d, end - d, BANNER_PREFIX,
-                                    strlen(BANNER_PREFIX));
-        const char *h;
+    /* A banner in .rodata is a C string: its newline is followed by NUL. */
+    fctrans_banner_scan_init(&scan, ro.data, ro.size, ro.size, &hits);
+    while (fctrans_banner_scan_next(&scan, &b, &n)) {
         bool numbered;
 
-        if (!hit) {
-            break;
-        }
-        if (np < hit) {
-            np = hit;
-        }
-        while (np < end && g_ascii_isprint(*np)) {
-            np++;
-        }
-        /* A banner is printable up to "\n\0". */
-        if (end - np < 2 || np[0] != '\n' || np[1] != '\0') {
-            d = np + 1;
+        if ((const uint8_t *)b + n + 1 >= ro.data + ro.size || b[n + 1]) {
             continue;
         }
-        if (np + 1 - hit > FCTRANS_PROFILE_MAX_BANNER) {
-            d = np + 1 - FCTRANS_PROFILE_MAX_BANNER;
-            continue;
-        }
-        /*
-         * A later hit inside this string is a suffix of it, numbered only
-         * if the whole is: go on after it.
-         */
-        d = np + 2;
-        numbered = (h = strstr((const char *)hit, " #")) &&
-                   g_ascii_isdigit(h[2]);
+        numbered = fctrans_banner_numbered(b, n);
         if (!best || (numbered && !best_numbered)) {
-            best = (const char *)hit;
-            best_addr = ro.addr + (hit - ro.data);
+            best = b;
+            best_len = n;
             best_numbered = numbered;
         }
     }
@@ -87,8 +55,8 @@ static bool find_banner(const FctransElf *elf, FctransProfile *p,
                     "no Linux version banner in .rodata");
         return false;
     }
-    p->banner = g_strndup(best, strlen(best) - 1);
-    p->banner_addr = best_addr;
+    p->banner = g_strndup(best, best_len);
+    p->banner_addr = ro.addr + ((const uint8_t *)best - ro.data);
     p->release = fctrans_banner_release(p->banner);
     if (!p->release) {
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,

@@ -16,8 +16,6 @@
 #include <errno.h>
 #include <string.h>
 
-#define BANNER_PREFIX "Linux version "
-
 /* A profile file is a few hundred bytes; refuse anything huge. */
 #define MAX_PROFILE_FILE (64 * 1024)
 
@@ -34,14 +32,90 @@ char *fctrans_banner_release(const char *banner)
 {
     const char *r, *end;
 
-    if (!g_str_has_prefix(banner, BANNER_PREFIX)) {
+    if (!g_str_has_prefix(banner, FCTRANS_BANNER_PREFIX)) {
         return NULL;
     }
-    r = banner + strlen(BANNER_PREFIX);
+    r = banner + strlen(FCTRANS_BANNER_PREFIX);
     for (end = r; *end && !g_ascii_isspace(*end); end++) {
         continue;
     }
     return end > r ? g_strndup(r, end - r) : NULL;
+}
+
+/*
+ * memmem() in windows: the same single pass, but a checker that looks at
+ * the whole haystack on every call (AddressSanitizer's memmem) stays
+ * linear too.
+ */
+#define BANNER_SCAN_WINDOW (64 * 1024)
+
+static const uint8_t *find_prefix(const uint8_t *p, const uint8_t *limit)
+{
+    const size_t plen = strlen(FCTRANS_BANNER_PREFIX);
+
+    while (p < limit && (size_t)(limit - p) >= plen) {
+        size_t n = MIN((size_t)(limit - p), BANNER_SCAN_WINDOW);
+        const uint8_t *hit = memmem(p, n, FCTRANS_BANNER_PREFIX, plen);
+
+        if (hit || p + n == limit) {
+            return hit;
+        }
+        /* A prefix may straddle the window's end. */
+        p += n - (plen - 1);
+    }
+    return NULL;
+}
+
+void fctrans_banner_scan_init(FctransBannerScan *s, const void *buf,
+                              size_t len, size_t limit, unsigned *hits_left)
+{
+    s->end = (const uint8_t *)buf + len;
+    s->limit = (const uint8_t *)buf + MIN(limit, len);
+    s->next = buf;
+    s->np = buf;
+    s->hits_left = hits_left;
+}
+
+bool fctrans_banner_scan_next(FctransBannerScan *s, const char **banner,
+                              size_t *len)
+{
+    const uint8_t *hit;
+
+    while (*s->hits_left && (hit = find_prefix(s->next, s->limit))) {
+        (*s->hits_left)--;
+        if (s->np < hit) {
+            s->np = hit;
+        }
+        while (s->np < s->end && g_ascii_isprint(*s->np)) {
+            s->np++;
+        }
+        if (s->np == s->end) {
+            /* No hit from here on ends in a newline. */
+            return false;
+        }
+        if (*s->np != '\n') {
+            /* No hit before np does. */
+            s->next = s->np + 1;
+            continue;
+        }
+        if ((size_t)(s->np - hit) > FCTRANS_PROFILE_MAX_BANNER) {
+            /* Hits this far from the newline are too long. */
+            s->next = s->np - FCTRANS_PROFILE_MAX_BANNER;
+            continue;
+        }
+        s->next = s->np + 1;
+        *banner = (const char *)hit;
+        *len = s->np - hit;
+        return true;
+    }
+    return false;
+}
+
+bool fctrans_banner_numbered(const char *b, size_t len)
+{
+    const char *h = g_strstr_len(b, len, " #");
+
+    return h && h + 2 < b + len && g_ascii_isdigit(h[2]);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -77,4 +77,44 @@ GPtrArray *fctrans_profile_load_path(const char *path, GError **errp);
 /* The kernel release named in a banner ("Linux version R ..."), or NULL. */
 char *fctrans_banner_release(const char *banner);
 
+#define FCTRANS_BANNER_PREFIX "Linux version "
+
+/*
+ * A search for version banners in a buffer that may hold anything (a
+ * kernel image's .rodata, guest memory): each "Linux version " followed
+ * by printable bytes up to a newline, at most FCTRANS_PROFILE_MAX_BANNER
+ * of them.  Hits must lie before @limit; the line may run on to @len.
+ *
+ * One pass whatever the buffer holds: the first non-printable byte at or
+ * after a hit is found by a cursor that only moves forward, and the hits
+ * it disqualifies are skipped at once, so a buffer full of "Linux version
+ * " costs one pass, not one per hit.  At most *@hits_left occurrences of
+ * the prefix are looked at (the counter may be shared by several scans).
+ */
+typedef struct FctransBannerScan {
+    const uint8_t *end;         /* the buffer's end */
+    const uint8_t *limit;       /* hits start before this */
+    const uint8_t *next;        /* where the search goes on */
+    const uint8_t *np;          /* first non-printable byte after a hit */
+    unsigned *hits_left;
+} FctransBannerScan;
+
+void fctrans_banner_scan_init(FctransBannerScan *s, const void *buf,
+                              size_t len, size_t limit, unsigned *hits_left);
+
+/*
+ * The next banner: *@banner points at it in the buffer, *@len is its
+ * length without the newline.  A banner's own line is skipped after it (a
+ * later hit inside it is a suffix of it).  False when there is none left
+ * or the hits are used up.
+ */
+bool fctrans_banner_scan_next(FctransBannerScan *s, const char **banner,
+                              size_t *len);
+
+/*
+ * Does the banner @b of @len bytes carry a build number ("#<n>")?  The
+ * printed linux_banner does; init/version-timestamp.c's copy does not.
+ */
+bool fctrans_banner_numbered(const char *b, size_t len);
+
 #endif /* FCTRANS_PROFILE_H */

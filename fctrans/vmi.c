@@ -54,13 +54,11 @@
 /* How much struct page data one read fetches. */
 #define SCAN_CHUNK (1024 * 1024)
 
-#define BANNER_PREFIX "Linux version "
-
 /*
  * Bounds on the search for the banner of an unknown kernel: mapped image
- * slots read, and occurrences of BANNER_PREFIX looked at.  A kernel has a
- * handful of the latter; a guest with thousands is hostile, and only loses
- * the name of its kernel in the error message.
+ * slots read, and occurrences of FCTRANS_BANNER_PREFIX looked at.  A
+ * kernel has a handful of the latter; a guest with thousands is hostile,
+ * and only loses the name of its kernel in the error message.
  */
 #define FIND_BANNER_MAX_SLOTS 32
 #define FIND_BANNER_MAX_HITS 4096
@@ -178,58 +176,30 @@ static bool banner_matches(const FctransVmiOps *ops, void *opaque,
 }
 
 /*
- * The first banner in @buf[0, @len): "Linux version ...", printable, up to
- * a newline within FCTRANS_PROFILE_MAX_BANNER bytes.  If one has a build
- * number ("#<n>"), the first such; else the first one (in *@first, if it
- * is still NULL).  Only hits starting before @limit count, and at most
- * *@hits_left of them.
- *
- * Linear in @len whatever the contents: the first non-printable byte at
- * or after a hit is found by a cursor that only moves forward, and the
- * hits that byte disqualifies are skipped at once, so a buffer full of
- * "Linux version " costs one pass, not one per hit.  A banner's own line
- * is skipped after it: a later hit inside it is a suffix of it, and has a
- * build number only if the line has.
+ * The first banner in @buf[0, @len) with a build number, the one the
+ * kernel prints; else NULL, and the first banner at all in *@first if it
+ * is still NULL.  Only hits starting before @limit count, and at most
+ * *@hits_left of them (fctrans_banner_scan_next() keeps it linear).
  */
 static char *banner_in(const uint8_t *buf, size_t len, size_t limit,
                        char **first, unsigned *hits_left)
 {
-    const size_t plen = strlen(BANNER_PREFIX);
-    const uint8_t *end = buf + len;
-    const uint8_t *p = buf, *hit, *np = buf;
+    const size_t plen = strlen(FCTRANS_BANNER_PREFIX);
+    FctransBannerScan scan;
+    const char *b;
+    size_t n;
 
-    while (p < buf + limit && *hits_left &&
-           (hit = memmem(p, buf + limit - p, BANNER_PREFIX, plen))) {
-        (*hits_left)--;
-        if (np < hit) {
-            np = hit;
-        }
-        while (np < end && g_ascii_isprint(*np)) {
-            np++;
-        }
-        if (np == end || *np != '\n') {
-            /* No hit before np ends in a newline. */
-            p = np + 1;
+    fctrans_banner_scan_init(&scan, buf, len, limit, hits_left);
+    while (fctrans_banner_scan_next(&scan, &b, &n)) {
+        if (n <= plen + 1) {
             continue;
         }
-        if ((size_t)(np - hit) > FCTRANS_PROFILE_MAX_BANNER) {
-            /* Hits this far from the newline are too long. */
-            p = np - FCTRANS_PROFILE_MAX_BANNER;
-            continue;
+        if (fctrans_banner_numbered(b, n)) {
+            return g_strndup(b, n);
         }
-        if ((size_t)(np - hit) > plen + 1) {
-            g_autofree char *s = g_strndup((const char *)hit, np - hit);
-            const char *h = strstr(s, " #");
-
-            /* The printed banner has the build number "#<n>". */
-            if (h && g_ascii_isdigit(h[2])) {
-                return g_steal_pointer(&s);
-            }
-            if (!*first) {
-                *first = g_steal_pointer(&s);
-            }
+        if (!*first) {
+            *first = g_strndup(b, n);
         }
-        p = np + 1;
     }
     return NULL;
 }

@@ -115,7 +115,7 @@ if want unit; then
 fi
 
 if want sanitize; then
-    section "unit tests under ASan+UBSan and TSan (build/asan, build/tsan)"
+    section "unit tests under ASan+UBSan and TSan, release build (build/asan, build/tsan, build/release)"
     # Reports abort the test, so a test with one fails.
     export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1
     export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
@@ -146,6 +146,15 @@ if want sanitize; then
         [ $san = tsan ] && wrap=(--wrapper "setarch $(uname -m) -R")
         meson_suite "$san" "$dir" "${wrap[@]}" "${tests[@]}"
     done
+    # A release build (-O3, so GCC's flow warnings such as
+    # maybe-uninitialized) with -Werror compiles every target.
+    dir=$BUILD/release
+    { [ -f "$dir/build.ninja" ] || meson setup "$dir" "$SRCDIR" -Dbuildtype=release; } \
+        > "$LOGDIR/release-build.log" 2>&1 &&
+        meson compile -C "$dir" >> "$LOGDIR/release-build.log" 2>&1
+    rc=$?
+    [ $rc -eq 0 ] || grep -E 'error|warning' "$LOGDIR/release-build.log" | head -n 20
+    single "release build with -Werror" $rc
 fi
 
 if want style; then

@@ -234,6 +234,65 @@ static void test_load_path(void)
     g_rmdir(dir);
 }
 
+/* Every banner of @buf, as "offset:length" words. */
+static char *scan_all(const uint8_t *buf, size_t len, size_t limit,
+                      unsigned hits)
+{
+    GString *out = g_string_new("");
+    FctransBannerScan scan;
+    const char *b;
+    size_t n;
+
+    fctrans_banner_scan_init(&scan, buf, len, limit, &hits);
+    while (fctrans_banner_scan_next(&scan, &b, &n)) {
+        g_string_append_printf(out, "%s%zu:%zu", out->len ? " " : "",
+                               (size_t)((const uint8_t *)b - buf), n);
+    }
+    return g_string_free(out, false);
+}
+
+/*
+ * The banner scanner: a prefix straddling the search window (64 KiB),
+ * lines too long or not ended, the hit limit, hits past @limit.
+ */
+static void test_banner_scan(void)
+{
+    const char line[] = "Linux version 6.1.0-99-amd64 (x) #1 SMP\n";
+    const size_t size = 256 * 1024;
+    g_autofree uint8_t *buf = g_malloc0(size);
+    g_autofree char *got = NULL;
+    size_t at[] = { 0, 65536 - 5, 131072 - 13, 200000 };
+    unsigned i;
+
+    for (i = 0; i < G_N_ELEMENTS(at); i++) {
+        memcpy(buf + at[i], line, strlen(line));
+    }
+    got = scan_all(buf, size, size, 100);
+    g_assert_cmpstr(got, ==, "0:39 65531:39 131059:39 200000:39");
+    g_free(got);
+
+    /* Only hits before limit; at most three hits looked at. */
+    got = scan_all(buf, size, 200000, 100);
+    g_assert_cmpstr(got, ==, "0:39 65531:39 131059:39");
+    g_free(got);
+    got = scan_all(buf, size, size, 2);
+    g_assert_cmpstr(got, ==, "0:39 65531:39");
+    g_free(got);
+
+    /* A line running past the buffer's end, and one too long. */
+    memset(buf, 'x', size);
+    memcpy(buf + size - 20, "Linux version 6", 15);
+    memcpy(buf, "Linux version ", 14);
+    buf[14 + FCTRANS_PROFILE_MAX_BANNER] = '\n';
+    memcpy(buf + 1000, line, strlen(line));
+    got = scan_all(buf, size, size, 100);
+    g_assert_cmpstr(got, ==, "1000:39");
+
+    g_assert_true(fctrans_banner_numbered(line, strlen(line) - 1));
+    g_assert_false(fctrans_banner_numbered("Linux version 6.1 #x", 20));
+    g_assert_false(fctrans_banner_numbered("Linux version 6.1 #1", 19));
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -242,5 +301,6 @@ int main(int argc, char **argv)
     g_test_add_func("/profile/roundtrip", test_roundtrip);
     g_test_add_func("/profile/parse-errors", test_parse_errors);
     g_test_add_func("/profile/load-path", test_load_path);
+    g_test_add_func("/profile/banner-scan", test_banner_scan);
     return g_test_run();
 }
