@@ -442,6 +442,33 @@ static void test_recognise_refused(void)
 }
 
 /*
+ * Recognition refused, quickly, reading at most @max_bytes, with an
+ * error message containing @what (if not NULL).
+ */
+static void expect_refused(FakeMem *m, const FctransVmiCpu *cpu,
+                           GPtrArray *profiles, const char *what,
+                           uint64_t max_bytes)
+{
+    g_autoptr(GTimer) timer = NULL;
+    g_autoptr(GError) err = NULL;
+    FctransVmiKernel k;
+
+    m->bytes = 0;
+    timer = g_timer_new();
+    g_assert_false(fctrans_vmi_recognise(&fake_ops, m, cpu, profiles, &k,
+                                         &err));
+    g_test_message("refused in %.3f s, %" PRIu64 " MiB read: %s",
+                   g_timer_elapsed(timer, NULL), m->bytes >> 20,
+                   err->message);
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED);
+    if (what) {
+        g_assert_nonnull(strstr(err->message, what));
+    }
+    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, TEST_INPUT_SECONDS);
+    g_assert_cmpuint(m->bytes, <=, max_bytes);
+}
+
+/*
  * A hostile guest: its whole 1 GiB kernel image region mapped, every
  * 2 MiB slot (aliases of one physical 2 MiB) full of near-miss banners:
  * first "Linux version " over and over with no newline in reach, then the
@@ -461,12 +488,9 @@ static void test_banner_near_miss(void)
     g_autoptr(GPtrArray) profiles = g_ptr_array_new_with_free_func(
         (GDestroyNotify)fctrans_profile_free);
     g_autofree uint8_t *fill = g_malloc0(slot);
-    g_autoptr(GTimer) timer = NULL;
-    g_autoptr(GError) err = NULL;
     FctransVmiCpu cpu = {
         .cr0 = 0x80050033, .cr4 = 0x20, .efer = 0xd01, .cr3 = root,
     };
-    FctransVmiKernel k;
     uint64_t off;
     const size_t bpos = slot / 2;
 
@@ -487,47 +511,19 @@ static void test_banner_near_miss(void)
     g_ptr_array_add(profiles, test_profile(
         "Linux version 6.1.0-99-amd64 (test@example) (gcc) #2 SMP Test"));
 
-    m->bytes = 0;
-    timer = g_timer_new();
-    g_assert_false(fctrans_vmi_recognise(&fake_ops, m, &cpu, profiles, &k,
-                                         &err));
-    g_test_message("refused in %.3f s, %" PRIu64 " MiB read",
-                   g_timer_elapsed(timer, NULL), m->bytes >> 20);
-    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED);
-    g_assert_nonnull(strstr(err->message, banner));
-    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, TEST_INPUT_SECONDS);
-    g_clear_error(&err);
-
+    /* The banner is found and named. */
+    expect_refused(m, &cpu, profiles, banner, 1ULL << 30);
     /*
      * Without the banner every slot is a near miss: a bounded part of
      * the 1 GiB region is read, not all of it.
      */
     memset(fill, 'x', 4096);
     mem_write(m, slot_phys + bpos, fill, 4096);
-    m->bytes = 0;
-    g_timer_start(timer);
-    g_assert_false(fctrans_vmi_recognise(&fake_ops, m, &cpu, profiles, &k,
-                                         &err));
-    g_test_message("refused in %.3f s, %" PRIu64 " MiB read",
-                   g_timer_elapsed(timer, NULL), m->bytes >> 20);
-    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED);
-    g_assert_nonnull(strstr(err->message, "no Linux kernel found"));
-    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, TEST_INPUT_SECONDS);
-    g_assert_cmpuint(m->bytes, <=, 80ULL << 20);
-    g_clear_error(&err);
-
+    expect_refused(m, &cpu, profiles, "no Linux kernel found", 80ULL << 20);
     /* Few hits per slot: the number of slots read is what is bounded. */
     memset(fill, 0, slot / 2);
     mem_write(m, slot_phys + bpos, fill, slot / 2);
-    m->bytes = 0;
-    g_timer_start(timer);
-    g_assert_false(fctrans_vmi_recognise(&fake_ops, m, &cpu, profiles, &k,
-                                         &err));
-    g_test_message("refused in %.3f s, %" PRIu64 " MiB read",
-                   g_timer_elapsed(timer, NULL), m->bytes >> 20);
-    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED);
-    g_assert_cmpfloat(g_timer_elapsed(timer, NULL), <, TEST_INPUT_SECONDS);
-    g_assert_cmpuint(m->bytes, <=, 80ULL << 20);
+    expect_refused(m, &cpu, profiles, NULL, 80ULL << 20);
     mem_free(m);
 }
 
