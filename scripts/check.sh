@@ -106,7 +106,8 @@ meson_suite() {
         single "$label: meson test ran nothing" 1
         return
     fi
-    tally meson "$json"
+    # The plain unit run names tests alone; sanitizer runs say which.
+    if [ "$label" = unit ]; then tally meson "$json"; else tally meson "$json" "$label"; fi
 }
 
 if want unit; then

@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Count the tests of one suite for scripts/check.sh.
 
-  count-tests.py meson TESTLOG.json     every test of a `meson test` run
+  count-tests.py meson TESTLOG.json [LABEL]
+                                        every test of a `meson test` run,
+                                        named "LABEL test" if LABEL is given
   count-tests.py run NAME LOG RC        one program's output and exit code
 
 A program that prints TAP (a plan line "1..N" and "ok"/"not ok" lines)
@@ -75,11 +77,12 @@ def report(results):
 
 def main(argv):
     results = []
-    if len(argv) == 3 and argv[1] == "meson":
+    if len(argv) in (3, 4) and argv[1] == "meson":
+        label = argv[3] + " " if len(argv) == 4 else ""
         with open(argv[2]) as f:
             for line in f:
                 t = json.loads(line)
-                name = t["name"].split(" / ", 1)[-1]
+                name = label + t["name"].split(" / ", 1)[-1]
                 res = t.get("result", "")
                 if res == "SKIP" and not PLAN.search(t.get("stdout") or ""):
                     results.append((name, (0, 0, 1,
