@@ -20,7 +20,9 @@
  * Default bound on any decompressed output of fctrans_kimage_vmlinux():
  * the vmlinux (real ones are under 100 MiB; Debian's 6.1 is 66 MiB) and
  * the data.tar stream of a .deb up to its vmlinuz.  A decompression bomb
- * fails when it is reached, after about a second of work at most.
+ * fails when a stage's output reaches it: each stage produces at most
+ * this many bytes (seconds of work at 512 MiB; measured 1.9 s for zstd,
+ * 2.8 s for xz).
  */
 #define FCTRANS_KIMAGE_MAX_VMLINUX (512 * 1024 * 1024)
 

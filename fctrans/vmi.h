@@ -16,8 +16,10 @@
  * is range-checked before use.  A racy read can give a wrong answer about
  * a page, never a crash or an endless loop.  The cost is fixed whatever
  * the guest writes: recognition tries at most the 512 2 MiB slots of the
- * kernel image region per profile and reads at most 64 MiB of them in
- * search of the banner; the scan reads each struct page of RAM once.
+ * kernel image region per profile and, to name an unknown kernel, reads
+ * at most 64 MiB of them per page-table root tried (the vCPU's, and the
+ * kernel's own under PTI: two at most); the scan reads each struct page
+ * of RAM once.
  */
 #ifndef FCTRANS_VMI_H
 #define FCTRANS_VMI_H

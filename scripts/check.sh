@@ -99,7 +99,8 @@ meson_suite() {
     rm -f "$dir"/meson-logs/checklog*.json
     meson test -C "$dir" --print-errorlogs --num-processes 2 \
         --logbase checklog "$@" > "$log" 2>&1
-    echo "($label: meson test exited $?; log $log)"
+    rc=$?
+    echo "($label: meson test exited $rc; log $log)"
     json=$(ls "$dir"/meson-logs/checklog*.json 2>/dev/null | head -n1)
     if [ -z "$json" ] || [ ! -s "$json" ]; then
         tail -n 30 "$log"
@@ -107,7 +108,14 @@ meson_suite() {
         return
     fi
     # The plain unit run names tests alone; sanitizer runs say which.
+    local before=$FAIL
     if [ "$label" = unit ]; then tally meson "$json"; else tally meson "$json" "$label"; fi
+    # meson stopped early (or failed outside any test): what never ran
+    # is not in its log, so the run itself fails.
+    if [ $rc -ne 0 ] && [ $FAIL -eq $before ]; then
+        tail -n 20 "$log"
+        single "$label: meson test exited $rc with no failed test" 1
+    fi
 }
 
 if want unit; then
@@ -117,13 +125,13 @@ fi
 
 if want sanitize; then
     section "unit tests under ASan+UBSan and TSan, release build (build/asan, build/tsan, build/release)"
-    # Reports abort the test, so a test with one fails.
-    export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1
-    export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
-    export TSAN_OPTIONS=halt_on_error=1:abort_on_error=1:second_deadlock_stack=1
-    # GLib 2.74's slice allocator recycles memory between threads behind
-    # TSan's back (glib is not instrumented): plain malloc instead.
-    export G_SLICE=always-malloc
+    # Reports abort the test, so a test with one fails. GLib 2.74's slice
+    # allocator recycles memory between threads behind TSan's back (glib
+    # is not instrumented): plain malloc instead. Only for these runs.
+    san_env=(ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1
+             UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
+             TSAN_OPTIONS=halt_on_error=1:abort_on_error=1:second_deadlock_stack=1
+             G_SLICE=always-malloc)
     for san in asan tsan; do
         dir=$BUILD/$san
         case $san in
@@ -145,7 +153,9 @@ if want sanitize; then
         # accepts, so run it with randomization off.
         wrap=()
         [ $san = tsan ] && wrap=(--wrapper "setarch $(uname -m) -R")
+        export "${san_env[@]}"
         meson_suite "$san" "$dir" "${wrap[@]}" "${tests[@]}"
+        unset ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS G_SLICE
     done
     # A release build (-O3, so GCC's flow warnings such as
     # maybe-uninitialized) with -Werror compiles every target.

@@ -57,7 +57,8 @@ case "${1:-}" in
 --resolve) resolve "${2:?usage: $0 --resolve ROLE|PKG}"; exit 0 ;;
 --list)
     for role in $(awk '!/^[[:space:]]*(#|$)/ { print $1 }' "$KERNELS"); do
-        echo "$role $(resolve "$role")"
+        p=$(resolve "$role") || exit 1
+        echo "$role $p"
     done
     exit 0 ;;
 "") ;;

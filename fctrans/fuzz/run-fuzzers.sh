@@ -44,7 +44,8 @@ for t in "${TARGETS[@]}"; do
         echo "ok $n - $t: $(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | tail -n1)"
     else
         echo "not ok $n - $t (log: $log)"
-        grep -E 'ERROR|SUMMARY|Test unit written' "$log" | head -n 5 | sed 's/^/# /'
+        { grep -E 'ERROR|SUMMARY|Test unit written' "$log" || true; } |
+            head -n 5 | sed 's/^/# /'
         failed=1
     fi
 done
