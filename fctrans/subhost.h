@@ -48,7 +48,11 @@
  * charged before its callback runs: capacity and
  * fctrans_subhost_page_stored() count only acknowledged writes. (A page
  * an earlier write stored stays stored and charged after a failed
- * rewrite: the server holds some version of it.) A server may still hold
+ * rewrite: the server holds some version of it.) Known gap: two writes
+ * of one page in flight at once, the first failing and the second
+ * succeeding, or a trim acknowledged while a write of the page is in
+ * flight, leave the page stored but no longer charged, so capacity can
+ * be exceeded by such pages (no data is lost). A server may still hold
  * data of a failed write (one that timed out, say): trim the range to
  * make sure its memory is freed. The server enforces its own cap (cgroup
  * memory limit, export size) independently.
