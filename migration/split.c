@@ -15,6 +15,8 @@
 #include "exec/memory.h"
 #include "exec/ramblock.h"
 #include "exec/target_page.h"
+#include "system/hostmem.h"
+#include "system/system.h"
 #include "system/runstate.h"
 #include "migration/register.h"
 #include "migration.h"
@@ -198,7 +200,12 @@ bool split_params_check(MigrationParameters *params, Error **errp)
     return true;
 }
 
-bool split_block_eligible(RAMBlock *rb)
+/*
+ * Whether @rb is of a kind that a split migration places page by page:
+ * migrated RAM that is neither ROM, firmware, device memory nor resizeable.
+ * The others go whole to the main host in the RAM section.
+ */
+static bool split_block_candidate(RAMBlock *rb)
 {
     MemoryRegion *mr = rb->mr;
 
@@ -206,9 +213,155 @@ bool split_block_eligible(RAMBlock *rb)
            !(rb->flags & (RAM_RESIZEABLE | RAM_PMEM | RAM_PROTECTED)) &&
            !memory_region_is_rom(mr) && !mr->rom_device &&
            !memory_region_is_ram_device(mr) &&
-           qemu_ram_pagesize(rb) == qemu_real_host_page_size() &&
-           qemu_real_host_page_size() == qemu_target_page_size() &&
            rb->used_length >= qemu_target_page_size();
+}
+
+bool split_block_eligible(RAMBlock *rb)
+{
+    return split_block_candidate(rb) &&
+           qemu_ram_pagesize(rb) == qemu_real_host_page_size() &&
+           qemu_real_host_page_size() == qemu_target_page_size();
+}
+
+/* The memory backend that owns @rb, if any. */
+static HostMemoryBackend *split_block_backend(RAMBlock *rb)
+{
+    Object *owner = rb->mr ? rb->mr->owner : NULL;
+
+    return owner ? (HostMemoryBackend *)object_dynamic_cast(owner,
+                                                    TYPE_MEMORY_BACKEND) :
+                   NULL;
+}
+
+/* "RAM block 'X'", with the backend object that owns it, for errors. */
+static char *split_block_describe(RAMBlock *rb)
+{
+    HostMemoryBackend *be = split_block_backend(rb);
+    g_autofree char *id = NULL;
+
+    if (!be) {
+        return g_strdup_printf("RAM block '%s'", rb->idstr);
+    }
+    id = object_get_canonical_path_component(OBJECT(be));
+    return g_strdup_printf("RAM block '%s' (%s '%s')", rb->idstr,
+                           object_get_typename(OBJECT(be)), id ? id : "?");
+}
+
+/*
+ * Why a block that a split migration would place cannot be split, if it
+ * cannot. Each of these makes some page of the block reachable, or
+ * populated, other than through this process's userfaultfd.
+ */
+static bool split_block_check(RAMBlock *rb, Error **errp)
+{
+    HostMemoryBackend *be = split_block_backend(rb);
+    MemoryRegion *mr = rb->mr;
+    g_autofree char *what = NULL;
+
+    if (!split_block_eligible(rb)) {
+        /*
+         * A block at another page size than the host's (hugetlbfs) cannot
+         * be served page by page. ROMs and firmware at such a size may go
+         * whole to the main host, but guest RAM must not: most of the VM
+         * would land there, past its budget, without a word.
+         */
+        if (split_block_candidate(rb) &&
+            (be || g_str_equal(rb->idstr, "pc.ram"))) {
+            g_autofree char *ps = size_to_str(qemu_ram_pagesize(rb));
+            g_autofree char *hps = size_to_str(qemu_real_host_page_size());
+
+            what = split_block_describe(rb);
+            error_setg(errp, "split-memory: %s uses huge pages (%s, the "
+                       "host's page size is %s): huge pages are not "
+                       "supported yet, a split migration places host-size "
+                       "pages only", what, ps, hps);
+            return false;
+        }
+        return true;
+    }
+
+    what = split_block_describe(rb);
+    /*
+     * Another process (a vhost-user backend, an ivshmem peer) may read or
+     * write shared RAM where this process's userfaultfd cannot see: on the
+     * main host, a page left on a sub-host would read as zero there, and
+     * its writes would be lost when the pager installs the remote copy.
+     */
+    if (qemu_ram_is_shared(rb)) {
+        error_setg(errp, "split-memory: %s is shared with other processes "
+                   "(share=on, as vhost-user and ivshmem need): they would "
+                   "not see pages left on sub-hosts; use share=off", what);
+        return false;
+    }
+    /*
+     * virtio-mem discards and plugs memory in this block on its own, behind
+     * the pager's map of where each page is.
+     */
+    if (memory_region_has_ram_discard_manager(mr)) {
+        Object *rdm = OBJECT(memory_region_get_ram_discard_manager(mr));
+        g_autofree char *path = object_get_canonical_path(rdm);
+
+        error_setg(errp, "split-memory: %s is managed by %s '%s', which "
+                   "plugs and discards its memory behind the pager: "
+                   "virtio-mem is not supported (pc-dimm is)", what,
+                   object_get_typename(rdm), path ? path : "?");
+        return false;
+    }
+    /*
+     * Preallocation (prealloc=on, or -mem-prealloc for every backend)
+     * promises that every page is populated before the guest runs; the
+     * main host populates only its budget and faults the rest in.
+     */
+    if (be && object_property_get_bool(OBJECT(be), "prealloc", NULL)) {
+        error_setg(errp, "split-memory: %s is preallocated (prealloc=on or "
+                   "-mem-prealloc): the main host holds only part of it; "
+                   "use prealloc=off", what);
+        return false;
+    }
+    return true;
+}
+
+bool split_migration_check(MigrationAddress *addr, Error **errp)
+{
+    RAMBlock *rb;
+
+    /*
+     * RDMA registers (pins) all guest RAM with the NIC and writes the
+     * destination's RAM without the pager.
+     */
+    if (addr && addr->transport == MIGRATION_ADDRESS_TYPE_RDMA) {
+        error_setg(errp, "split-memory: the rdma transport is not supported: "
+                   "its registration pins all guest RAM; use a socket");
+        return false;
+    }
+    /* Locked memory can be neither dropped nor left to fault in. */
+    if (should_mlock(mlock_state)) {
+        error_setg(errp, "split-memory: guest RAM is locked "
+                   "(-overcommit mem-lock=on or on-fault): its pages cannot "
+                   "be dropped and paged remotely");
+        return false;
+    }
+    /*
+     * Whatever pins guest RAM disables discards: VFIO devices (vfio-pci,
+     * iommufd), vhost-vdpa, the userspace NVMe block driver, libblkio
+     * drivers that pin memory, SEV guests, KVM without a synchronous MMU.
+     * The pinned copy of a dropped page would no longer be the guest's.
+     */
+    if (ram_block_discard_is_disabled()) {
+        error_setg(errp, "split-memory: RAM discards are disabled by a "
+                   "device or guest type that pins guest RAM (VFIO, "
+                   "vhost-vdpa, NVMe userspace driver, libblkio, SEV): "
+                   "pages cannot be dropped and paged remotely");
+        return false;
+    }
+    WITH_RCU_READ_LOCK_GUARD() {
+        RAMBLOCK_FOREACH_NOT_IGNORED(rb) {
+            if (!split_block_check(rb, errp)) {
+                return false;
+            }
+        }
+    }
+    return true;
 }
 
 void split_layout_build(SplitLayout *layout)
