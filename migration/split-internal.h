@@ -105,8 +105,8 @@ typedef struct SplitPagerSubhost {
 typedef struct SplitPager SplitPager;
 
 /*
- * The main host: what the "split" section received, then, once the VM may
- * run, the pager. It lives as long as the VM.
+ * The main host: what the "split" section received, then, from the map's
+ * commit on, the pager. It lives as long as the VM.
  */
 typedef struct SplitIncoming {
     SplitLayout layout;
@@ -131,7 +131,10 @@ void split_load_handlers(SaveVMHandlers *ops);
 bool split_pager_supported(Error **errp);
 /* Whether userfaultfd can serve the RAM of @rb. */
 bool split_pager_probe_block(RAMBlock *rb, Error **errp);
-/* Drop the pages that are not resident, register, start the pager. */
+/*
+ * Drop the populated pages that are not resident, register, start the
+ * pager; from the map's commit, before the device sections load.
+ */
 bool split_pager_start(SplitIncoming *si, Error **errp);
 
 #endif /* QEMU_MIGRATION_SPLIT_INTERNAL_H */

@@ -5,11 +5,16 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
  * Everything here runs in the incoming migration coroutine, in the main
- * loop with the BQL held.
+ * loop with the BQL held. The order matters: transparent huge pages are
+ * turned off before the first RAM page arrives, and the pager starts when
+ * the page map is committed, after the last RAM page and before the first
+ * device section, because devices read guest RAM while they load.
  */
 #include "qemu/osdep.h"
 #include "qemu/error-report.h"
+#include "qemu/madvise.h"
 #include "qapi/error.h"
+#include "exec/memory.h"
 #include "exec/ramblock.h"
 #include "exec/target_page.h"
 #include "migration/qemu-file-types.h"
@@ -250,15 +255,45 @@ static int split_load_commit(QEMUFile *f, SplitIncoming *si, Error **errp)
         si->commit_counts[l] = n;
     }
     si->committed = true;
-    return 0;
+    /* Devices load next and read guest RAM: serve its faults from now on */
+    return split_pager_start(si, errp) ? 0 : -EINVAL;
 }
 
+/*
+ * Before the first page arrives: no transparent huge pages in the RAM that
+ * may be split (each 4 KiB page received would take 2 MiB, and a huge
+ * page would later expose neighbours that were never fetched), and RAM
+ * discards must stay possible for as long as the pager may run.
+ */
 static int split_load_setup(QEMUFile *f, void *opaque, Error **errp)
 {
+    SplitLayout layout;
+    unsigned i;
+
     if (split_incoming) {
         error_setg(errp, "split: this VM already runs split");
         return -EBUSY;
     }
+    if (ram_block_discard_require(true)) {
+        error_setg(errp, "split-memory: RAM discards are disabled on this "
+                   "host (by VFIO or a confidential guest), but the main "
+                   "host must drop the pages placed elsewhere");
+        return -EBUSY;
+    }
+    split_layout_build(&layout);
+    for (i = 0; i < layout.nblocks; i++) {
+        RAMBlock *rb = layout.blocks[i].rb;
+
+        if (qemu_madvise(rb->host, rb->used_length, QEMU_MADV_NOHUGEPAGE)) {
+            error_setg_errno(errp, errno, "split: cannot turn off huge pages "
+                             "in RAM block '%s'", rb->idstr);
+            split_layout_clear(&layout);
+            ram_block_discard_require(false);
+            return -errno;
+        }
+    }
+    trace_split_load_setup(layout.nblocks);
+    split_layout_clear(&layout);
     split_incoming = g_new0(SplitIncoming, 1);
     return 0;
 }
@@ -315,6 +350,7 @@ static int split_load_cleanup(void *opaque)
     if (si && !si->pager) {
         split_incoming = NULL;
         split_incoming_free(si);
+        ram_block_discard_require(false);
     }
     return 0;
 }
@@ -333,11 +369,11 @@ bool split_incoming_start(Error **errp)
                    "is split-memory set on the source?");
         return false;
     }
-    if (!si->committed) {
+    if (!si->committed || !si->pager) {
         error_setg(errp, "split-memory: the page map is incomplete");
         return false;
     }
-    return split_pager_start(si, errp);
+    return true;
 }
 
 void split_load_handlers(SaveVMHandlers *ops)

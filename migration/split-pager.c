@@ -4,22 +4,37 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * Once the whole stream was loaded, every page of the split RAM that is not
- * resident here is dropped, transparent huge pages are turned off (a huge
- * page would expose neighbours that were never fetched) and the RAM is
- * registered with userfaultfd in MISSING mode. The first touch of a missing
- * page then wakes the fault thread ("split-pager"), which:
+ * Transparent huge pages are off in the split RAM from the moment the
+ * incoming migration is set up (a huge page would take 2 MiB for each
+ * 4 KiB page received, and would later expose neighbours that were never
+ * fetched). The pager starts as soon as the source commits the page map,
+ * which comes after the last RAM page and before the first device section:
+ * devices read guest RAM while they load (virtio ring indices), so the
+ * pages they read must already be served. At start, every populated page
+ * of the split RAM that is not resident here is dropped, and the RAM is
+ * registered with userfaultfd in MISSING mode. The first touch of a
+ * missing page then wakes the fault thread ("split-pager"), which:
  *   - for a page stored on sub-host k, claims it and up to
  *     SPLIT_PREFETCH_PAGES following pages of the same sub-host, and sends
  *     one read; the sub-host channel's thread places the pages with
  *     UFFDIO_COPY, which wakes every thread waiting on them (remote
  *     page-in). Several reads are in flight at once.
- *   - for any other page (unused, zero, or dropped since by the guest's
- *     balloon) places a zero page with UFFDIO_ZEROPAGE (local page-in).
+ *   - for any other page (unused, zero, or given up by the guest) places a
+ *     zero page with UFFDIO_ZEROPAGE (local page-in).
  * A fault on a page being fetched waits for that fetch. EEXIST means the
  * page is there but its waiters may not have been woken: UFFDIO_WAKE.
- * EAGAIN: the page stays missing and its waiters are woken, so that they
- * fault again and retry.
+ * Every other failure to place a page either is retried with backoff by
+ * the fault thread (EAGAIN, ENOMEM: the page stays claimed and its
+ * waiters keep waiting), or stops the VM with SPLIT_PAGE_IN_FAILED; a
+ * placement still failing after SPLIT_RETRY_GIVE_UP_NS stops the VM too,
+ * and is still retried. Nothing wakes a waiter without its page.
+ *
+ * Pages the guest gives back (balloon, free page reporting) are reported
+ * by split_ram_discard() before they are discarded: a page still on a
+ * sub-host becomes unused and is trimmed there, and a page being fetched
+ * gets a zero page instead of its stale contents. The fault path and
+ * every placement take place_lock for reading, the discard for writing,
+ * so a discard never falls between a page's check and its placement.
  *
  * Nothing here takes the BQL: a thread holding it (device emulation,
  * qtest, the monitor) may fault on guest RAM and wait for the pager.
@@ -31,17 +46,20 @@
  * of those pages may never acknowledge it (under TCG, or while KVM
  * emulates an instruction), and the main loop must not wait for it. Such
  * a vCPU also keeps QEMU from pausing at exit: when a sub-host was lost,
- * QEMU exits with a failure status at shutdown instead of hanging.
+ * or a page could not be placed, QEMU exits with a failure status at
+ * shutdown instead of hanging.
  *
- * The userfaultfd is never closed: closing it would silently fill every
- * missing page with zeros.
+ * The pager holds a reference on every split RAM block's memory region
+ * (an unplugged DIMM's RAM stays mapped while the pager may place pages
+ * there), and the userfaultfd is never closed: closing it would silently
+ * fill every missing page with zeros.
  */
 #include "qemu/osdep.h"
 #include <poll.h>
 #include <sys/ioctl.h>
 #include "qemu/bitops.h"
+#include "qemu/event_notifier.h"
 #include "qemu/error-report.h"
-#include "qemu/madvise.h"
 #include "qemu/main-loop.h"
 #include "qemu/thread.h"
 #include "qemu/timer.h"
@@ -50,12 +68,14 @@
 #include "qapi/qapi-commands-split.h"
 #include "qapi/qapi-events-split.h"
 #include "qobject/qdict.h"
+#include "exec/memory.h"
 #include "exec/ramblock.h"
 #include "exec/target_page.h"
 #include "monitor/hmp.h"
 #include "monitor/monitor.h"
 #include "system/kvm.h"
 #include "system/runstate.h"
+#include "migration/split-memory.h"
 #include "migration.h"
 #include "options.h"
 #include "split.h"
@@ -68,27 +88,72 @@
 #define SPLIT_FAULT_BATCH       16
 /* How often the fault thread checks that the sub-hosts are connected. */
 #define SPLIT_WATCHDOG_MS       500
+/* Placement retries: the first after 1 ms, then doubling up to 128 ms. */
+#define SPLIT_RETRY_FIRST_NS    (1 * SCALE_MS)
+#define SPLIT_RETRY_MAX_NS      (128 * SCALE_MS)
+/* A placement still failing after this long stops the VM. */
+#define SPLIT_RETRY_GIVE_UP_NS  (10 * NANOSECONDS_PER_SECOND)
+/* Pages whose residency mincore() reports at once, at start. */
+#define SPLIT_MINCORE_CHUNK     (64 * 1024)
+/* Most addresses x-query-split-page-locations takes. */
+#define SPLIT_LOCATIONS_MAX     4096
 
 /* Latency histogram: 1 us resolution below 64 us, 8 buckets per octave. */
 #define SPLIT_LAT_LINEAR        64
 #define SPLIT_LAT_BUCKETS       (SPLIT_LAT_LINEAR + 8 * 40)
 
+/*
+ * A flag on an in-flight page: the guest discarded it meanwhile, so it
+ * gets a zero page, not what the sub-host returns.
+ */
+#define SPLIT_PAGE_DISCARDED    0x10
+#define SPLIT_PAGE_STATE(s)     ((s) & 0x0f)
+
+/* A placement of pages first .. first + npages - 1 of one block. */
+typedef struct SplitPlace {
+    SplitBlock *b;
+    uint64_t first;             /* global page */
+    uint32_t npages;
+    uint8_t *buf;               /* their contents; NULL: zero pages */
+    int subhost;                /* where they were read from, or -1 */
+} SplitPlace;
+
 typedef struct SplitPageIn {
     SplitPager *pg;
     unsigned k;
-    SplitBlock *b;
-    uint64_t first;             /* global page: the faulting one */
-    uint32_t npages;
-    uint8_t *buf;
+    SplitPlace pl;              /* pl.first: the faulting page */
     int64_t t_fault;            /* ns */
 } SplitPageIn;
+
+/* A placement that failed and is retried by the fault thread. */
+typedef struct SplitRetry {
+    SplitPlace pl;
+    uint8_t *alloc;             /* behind pl.buf */
+    int err;                    /* last error, -errno */
+    int64_t since;              /* ns: first failure */
+    int64_t due;                /* ns: next attempt */
+    int64_t backoff;            /* ns */
+    bool gave_up;               /* the VM was stopped for it */
+} SplitRetry;
 
 struct SplitPager {
     SplitIncoming *si;
     uint32_t page_size;
     int uffd;
     QemuThread thread;
-    uint8_t *state;             /* SPLIT_PAGE_*, per global page */
+    uint8_t *state;             /* SPLIT_PAGE_* | flags, per global page */
+    /* Readers: the fault path and placements; writer: guest discards */
+    GRWLock place_lock;
+
+    /* Failed placements: handed over by any thread, run by the pager's */
+    QemuMutex retry_lock;
+    GSList *retry_new;          /* under retry_lock */
+    EventNotifier retry_notify;
+    GSList *retries;            /* the fault thread's own */
+
+    /* Test hook: fail this many placements with this error (-errno) */
+    int inject_err;
+    int inject_left;            /* atomic */
 
     /* Statistics, updated atomically */
     uint64_t resident;
@@ -101,6 +166,10 @@ struct SplitPager {
     uint64_t blocked;
     uint64_t eexist;
     uint64_t eagain;
+    uint64_t retried;
+    uint64_t discarded;
+    uint64_t dropped_at_start;
+    bool failed;                /* atomic: a page could not be placed */
     bool stopping;              /* atomic: the stop thread runs */
     Notifier shutdown;
 
@@ -166,18 +235,62 @@ static uint64_t split_lat_percentile(SplitPager *pg, unsigned pct)
 
 /* userfaultfd operations; they return 0 or -errno, quietly. */
 
-static int split_uffd_copy(int fd, void *dst, const void *src, uint64_t len,
-                           uint64_t *copied)
+/*
+ * SPLIT_PAGER_INJECT=ERRNO:COUNT (EAGAIN, ENOMEM or EFAULT) makes the first
+ * COUNT placements fail with that error without asking the kernel, so that
+ * the tests can drive the retry and the stop paths on any kernel.
+ */
+static void split_inject_setup(SplitPager *pg)
+{
+    static const struct { const char *name; int err; } errs[] = {
+        { "EAGAIN", EAGAIN }, { "ENOMEM", ENOMEM }, { "EFAULT", EFAULT },
+    };
+    const char *spec = g_getenv("SPLIT_PAGER_INJECT");
+    const char *colon = spec ? strchr(spec, ':') : NULL;
+    size_t i;
+
+    if (!colon) {
+        return;
+    }
+    for (i = 0; i < ARRAY_SIZE(errs); i++) {
+        if (strlen(errs[i].name) == colon - spec &&
+            !strncmp(spec, errs[i].name, colon - spec)) {
+            pg->inject_err = -errs[i].err;
+            pg->inject_left = atoi(colon + 1);
+            warn_report("split: SPLIT_PAGER_INJECT: the first %d placements "
+                        "fail with %s", pg->inject_left, errs[i].name);
+            return;
+        }
+    }
+    warn_report("split: SPLIT_PAGER_INJECT='%s' ignored", spec);
+}
+
+static int split_inject(SplitPager *pg)
+{
+    if (pg->inject_err && qatomic_read(&pg->inject_left) > 0 &&
+        qatomic_fetch_dec(&pg->inject_left) > 0) {
+        return pg->inject_err;
+    }
+    return 0;
+}
+
+static int split_uffd_copy(SplitPager *pg, void *dst, const void *src,
+                           uint64_t len, uint64_t *copied)
 {
     struct uffdio_copy c = {
         .dst = (uintptr_t)dst,
         .src = (uintptr_t)src,
         .len = len,
     };
+    int err = split_inject(pg);
 
-    if (ioctl(fd, UFFDIO_COPY, &c)) {
-        int err = -errno;
-
+    *copied = 0;
+    if (err) {
+        return err;
+    }
+    if (ioctl(pg->uffd, UFFDIO_COPY, &c)) {
+        err = -errno;
+        /* c.copy is the bytes copied, or a negative errno */
         *copied = c.copy > 0 ? c.copy : 0;
         return err;
     }
@@ -185,13 +298,17 @@ static int split_uffd_copy(int fd, void *dst, const void *src, uint64_t len,
     return 0;
 }
 
-static int split_uffd_zero(int fd, void *dst, uint64_t len)
+static int split_uffd_zero(SplitPager *pg, void *dst, uint64_t len)
 {
     struct uffdio_zeropage z = {
         .range = { .start = (uintptr_t)dst, .len = len },
     };
+    int err = split_inject(pg);
 
-    return ioctl(fd, UFFDIO_ZEROPAGE, &z) ? -errno : 0;
+    if (err) {
+        return err;
+    }
+    return ioctl(pg->uffd, UFFDIO_ZEROPAGE, &z) ? -errno : 0;
 }
 
 static void split_uffd_wake(int fd, void *dst, uint64_t len)
@@ -209,16 +326,10 @@ static inline uint8_t *split_page_host(SplitBlock *b, uint64_t g,
     return b->rb->host + (g - b->first_page) * page_size;
 }
 
-static void split_page_present(SplitPager *pg, uint64_t g)
-{
-    qatomic_set(&pg->state[g], SPLIT_PAGE_PRESENT);
-    qatomic_inc(&pg->resident);
-}
-
 /*
  * Stop the VM with the BQL, as the migration thread does. Waiting for the
  * vCPUs to pause releases the BQL, so the monitor stays usable even if a
- * vCPU that waits for a lost page never pauses.
+ * vCPU that waits for a missing page never pauses.
  */
 static void *split_pager_stop_thread(void *opaque)
 {
@@ -248,6 +359,9 @@ static bool split_pager_lost_any(SplitPager *pg)
 {
     unsigned k;
 
+    if (qatomic_read(&pg->failed)) {
+        return true;
+    }
     for (k = 0; k < pg->si->nsubhosts; k++) {
         if (qatomic_read(&pg->si->sub[k].lost)) {
             return true;
@@ -257,15 +371,15 @@ static bool split_pager_lost_any(SplitPager *pg)
 }
 
 /*
- * QEMU pauses every vCPU before it exits; one that waits for a page of a
- * lost sub-host never would. The guest's memory is incomplete anyway.
+ * QEMU pauses every vCPU before it exits; one that waits for a page that
+ * cannot be placed never would. The guest's memory is incomplete anyway.
  */
 static void split_pager_shutdown(Notifier *n, void *opaque)
 {
     SplitPager *pg = container_of(n, SplitPager, shutdown);
 
     if (split_pager_lost_any(pg)) {
-        error_report("split: guest memory on a lost sub-host: exiting "
+        error_report("split: guest memory that cannot be paged in: exiting "
                      "without pausing the vCPUs");
         exit(EXIT_FAILURE);
     }
@@ -287,68 +401,205 @@ static void split_pager_subhost_lost(SplitPager *pg, unsigned k,
     split_pager_request_stop(pg);
 }
 
-/* The pages of @pi from @from on stay missing; their waiters fault again. */
-static void split_pagein_abandon(SplitPager *pg, SplitPageIn *pi,
-                                 uint32_t from, bool wake)
+/* A page of @pl cannot be placed: stop the VM and say why. */
+static void split_pager_place_failed(SplitPager *pg, SplitPlace *pl,
+                                     uint64_t g, int err, const char *why)
 {
-    uint32_t i;
+    uint64_t offset = (g - pl->b->first_page) * pg->page_size;
+    g_autofree char *msg = g_strdup_printf("%s: %s", why, strerror(-err));
 
-    for (i = from; i < pi->npages; i++) {
-        qatomic_set(&pg->state[pi->first + i], SPLIT_PAGE_ABSENT);
-    }
-    qatomic_sub(&pg->inflight, pi->npages - from);
-    if (wake) {
-        split_uffd_wake(pg->uffd,
-                        split_page_host(pi->b, pi->first + from,
-                                        pg->page_size),
-                        (uint64_t)(pi->npages - from) * pg->page_size);
-    }
+    qatomic_set(&pg->failed, true);
+    error_report("split: page at offset 0x%" PRIx64 " of RAM block '%s' "
+                 "cannot be placed (%s): stopping the VM", offset,
+                 pl->b->rb->idstr, msg);
+    trace_split_pager_place_failed(pl->b->rb->idstr, offset, err);
+    qapi_event_send_split_page_in_failed(pl->b->rb->idstr, offset, msg);
+    split_pager_request_stop(pg);
 }
 
-/* Place the pages read for @pi; runs on a sub-host channel thread. */
-static void split_pagein_place(SplitPager *pg, SplitPageIn *pi)
+/*
+ * Hand a failed placement over to the fault thread, which retries it;
+ * pl->buf, if any, must be an allocation of its own.
+ */
+static void split_retry_queue(SplitPager *pg, SplitPlace *pl, int err)
 {
-    SplitPagerSubhost *sub = &pg->si->sub[pi->k];
-    uint32_t ps = pg->page_size, placed = 0;
+    SplitRetry *r = g_new0(SplitRetry, 1);
 
-    while (placed < pi->npages) {
-        uint8_t *dst = split_page_host(pi->b, pi->first + placed, ps);
+    r->pl = *pl;
+    r->alloc = pl->buf;
+    r->err = err;
+    r->since = get_clock();
+    r->backoff = SPLIT_RETRY_FIRST_NS;
+    r->due = r->since + r->backoff;
+    trace_split_pager_retry(pl->first, pl->npages, err);
+    WITH_QEMU_LOCK_GUARD(&pg->retry_lock) {
+        pg->retry_new = g_slist_prepend(pg->retry_new, r);
+    }
+    event_notifier_set(&pg->retry_notify);
+}
+
+/* Page @g of @pl is in place now. */
+static void split_place_done(SplitPager *pg, SplitPlace *pl, uint64_t g)
+{
+    uint8_t s = qatomic_read(&pg->state[g]);
+
+    if (pl->subhost >= 0 && !(s & SPLIT_PAGE_DISCARDED)) {
+        qatomic_dec(&pg->si->sub[pl->subhost].remaining);
+    } else {
+        /* a local page-in, or a fetch the guest discarded meanwhile */
+        qatomic_dec(&pg->unused);
+    }
+    qatomic_set(&pg->state[g], SPLIT_PAGE_PRESENT);
+    qatomic_inc(&pg->resident);
+    qatomic_dec(&pg->inflight);
+}
+
+/*
+ * Place the claimed pages of @pl, with place_lock held for reading.
+ * Returns 0 once every page is in place, or -errno with @pl advanced past
+ * the pages that are.
+ */
+static int split_place_locked(SplitPager *pg, SplitPlace *pl)
+{
+    uint32_t ps = pg->page_size;
+
+    while (pl->npages) {
+        uint8_t *dst = split_page_host(pl->b, pl->first, ps);
         uint64_t copied, n, i;
         int ret;
 
-        ret = split_uffd_copy(pg->uffd, dst, pi->buf + (uint64_t)placed * ps,
-                              (uint64_t)(pi->npages - placed) * ps, &copied);
-        n = copied / ps;
-        for (i = 0; i < n; i++) {
-            split_page_present(pg, pi->first + placed + i);
+        if (!pl->buf) {
+            ret = split_uffd_zero(pg, dst, ps);
+            copied = ret ? 0 : ps;
+        } else {
+            for (i = 0; i < pl->npages; i++) {
+                if (qatomic_read(&pg->state[pl->first + i]) &
+                    SPLIT_PAGE_DISCARDED) {
+                    memset(pl->buf + i * ps, 0, ps);
+                }
+            }
+            ret = split_uffd_copy(pg, dst, pl->buf,
+                                  (uint64_t)pl->npages * ps, &copied);
         }
-        placed += n;
-        qatomic_sub(&pg->inflight, n);
-        qatomic_sub(&sub->remaining, n);
-        if (!ret) {
-            break;
+        n = MIN(copied / ps, pl->npages);
+        for (i = 0; i < n; i++) {
+            split_place_done(pg, pl, pl->first + i);
+        }
+        pl->first += n;
+        pl->npages -= n;
+        if (pl->buf) {
+            pl->buf += n * ps;
         }
         if (ret == -EEXIST) {
             /* Present already (not from us): its waiters need a wake-up */
-            dst = split_page_host(pi->b, pi->first + placed, ps);
-            split_uffd_wake(pg->uffd, dst, ps);
+            split_uffd_wake(pg->uffd, split_page_host(pl->b, pl->first, ps),
+                            ps);
             qatomic_inc(&pg->eexist);
-            split_page_present(pg, pi->first + placed);
-            qatomic_dec(&pg->inflight);
-            qatomic_dec(&sub->remaining);
-            placed++;
+            split_place_done(pg, pl, pl->first);
+            pl->first++;
+            pl->npages--;
+            if (pl->buf) {
+                pl->buf += ps;
+            }
+        } else if (ret) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Place @pl; on failure retry it (EAGAIN, ENOMEM) or stop the VM. Takes
+ * ownership of @buf, the allocation behind pl->buf.
+ */
+static void split_place(SplitPager *pg, SplitPlace *pl, uint8_t *buf)
+{
+    int ret;
+
+    g_rw_lock_reader_lock(&pg->place_lock);
+    ret = split_place_locked(pg, pl);
+    g_rw_lock_reader_unlock(&pg->place_lock);
+    if (!ret) {
+        g_free(buf);
+        return;
+    }
+    if (ret == -EAGAIN) {
+        qatomic_inc(&pg->eagain);
+    }
+    if (ret == -EAGAIN || ret == -ENOMEM) {
+        /* keep the data: the retry must not read the sub-host again */
+        if (pl->buf && pl->buf != buf) {
+            uint8_t *rest = g_memdup2(pl->buf,
+                                      (size_t)pl->npages * pg->page_size);
+
+            g_free(buf);
+            pl->buf = rest;
+        }
+        split_retry_queue(pg, pl, ret);
+        return;
+    }
+    split_pager_place_failed(pg, pl, pl->first, ret, pl->buf ?
+                             "UFFDIO_COPY" : "UFFDIO_ZEROPAGE");
+    g_free(buf);
+}
+
+/* The fault thread: take new retries, run the due ones; next due time. */
+static int64_t split_retry_run(SplitPager *pg)
+{
+    int64_t now = get_clock(), next = INT64_MAX;
+    GSList *l, *keep = NULL;
+
+    if (event_notifier_test_and_clear(&pg->retry_notify)) {
+        WITH_QEMU_LOCK_GUARD(&pg->retry_lock) {
+            pg->retries = g_slist_concat(pg->retry_new, pg->retries);
+            pg->retry_new = NULL;
+        }
+    }
+    for (l = pg->retries; l; l = l->next) {
+        SplitRetry *r = l->data;
+        int ret;
+
+        if (r->due > now) {
+            keep = g_slist_prepend(keep, r);
+            next = MIN(next, r->due);
+            continue;
+        }
+        qatomic_inc(&pg->retried);
+        g_rw_lock_reader_lock(&pg->place_lock);
+        ret = split_place_locked(pg, &r->pl);
+        g_rw_lock_reader_unlock(&pg->place_lock);
+        if (!ret) {
+            trace_split_pager_retry_done(r->pl.first, (now - r->since) /
+                                         SCALE_US);
+            g_free(r->alloc);
+            g_free(r);
+            continue;
+        }
+        if (ret != -EAGAIN && ret != -ENOMEM) {
+            split_pager_place_failed(pg, &r->pl, r->pl.first, ret,
+                                     "retried placement");
+            g_free(r->alloc);
+            g_free(r);
             continue;
         }
         if (ret == -EAGAIN) {
             qatomic_inc(&pg->eagain);
-            split_pagein_abandon(pg, pi, placed, true);
-        } else {
-            error_report_once("split: UFFDIO_COPY at %p failed: %s", dst,
-                              strerror(-ret));
-            split_pagein_abandon(pg, pi, placed, false);
         }
-        return;
+        if (!r->gave_up && now - r->since >= SPLIT_RETRY_GIVE_UP_NS) {
+            /* Stop the VM, but keep trying: memory may come back */
+            r->gave_up = true;
+            split_pager_place_failed(pg, &r->pl, r->pl.first, ret,
+                                     "still failing after 10 s of retries");
+        }
+        r->err = ret;
+        r->backoff = MIN(r->backoff * 2, SPLIT_RETRY_MAX_NS);
+        r->due = now + r->backoff;
+        next = MIN(next, r->due);
+        keep = g_slist_prepend(keep, r);
     }
+    g_slist_free(pg->retries);
+    pg->retries = keep;
+    return next;
 }
 
 static void split_pagein_done(void *opaque, const GError *gerr)
@@ -358,20 +609,21 @@ static void split_pagein_done(void *opaque, const GError *gerr)
 
     if (gerr) {
         /* Never zeros instead of the guest's data: the faults wait */
-        split_pagein_abandon(pg, pi, 0, false);
         qatomic_inc(&pg->blocked);
         split_pager_subhost_lost(pg, pi->k, gerr->message);
+        g_free(pi->pl.buf);
     } else {
         int64_t ns = get_clock() - pi->t_fault;
+        uint64_t first = pi->pl.first;
+        uint32_t npages = pi->pl.npages;
 
-        split_pagein_place(pg, pi);
         split_lat_record(pg, ns);
         qatomic_inc(&pg->page_ins_remote);
-        qatomic_add(&pg->prefetched, pi->npages - 1);
-        qatomic_add(&pg->si->sub[pi->k].page_ins, pi->npages);
-        trace_split_pager_pagein(pi->k, pi->first, pi->npages, ns / 1000);
+        qatomic_add(&pg->prefetched, npages - 1);
+        qatomic_add(&pg->si->sub[pi->k].page_ins, npages);
+        split_place(pg, &pi->pl, pi->pl.buf);
+        trace_split_pager_pagein(pi->k, first, npages, ns / 1000);
     }
-    g_free(pi->buf);
     g_free(pi);
 }
 
@@ -391,77 +643,44 @@ static SplitBlock *split_pager_find_block(SplitPager *pg, uint64_t addr)
     return NULL;
 }
 
-/* Local page-in: a zero page. */
-static void split_pager_zero(SplitPager *pg, uint64_t g, uint8_t *host,
-                             bool was_present)
-{
-    int ret = split_uffd_zero(pg->uffd, host, pg->page_size);
-
-    if (!ret) {
-        qatomic_inc(&pg->page_ins_local);
-        if (!was_present) {
-            qatomic_dec(&pg->unused);
-            split_page_present(pg, g);
-        }
-    } else if (ret == -EEXIST) {
-        qatomic_inc(&pg->eexist);
-        split_uffd_wake(pg->uffd, host, pg->page_size);
-        if (!was_present) {
-            qatomic_dec(&pg->unused);
-            split_page_present(pg, g);
-        }
-    } else if (ret == -EAGAIN) {
-        qatomic_inc(&pg->eagain);
-        split_uffd_wake(pg->uffd, host, pg->page_size);
-    } else {
-        error_report_once("split: UFFDIO_ZEROPAGE at %p failed: %s", host,
-                          strerror(-ret));
-    }
-}
-
-static void split_pager_fault(SplitPager *pg, uint64_t addr)
+/*
+ * Classify a fault on page @g and claim what it needs, with place_lock
+ * held for reading. Returns true with @pl set when pages must be placed
+ * (@pl->subhost >= 0: read them from there first).
+ */
+static bool split_pager_claim(SplitPager *pg, SplitBlock *b, uint64_t g,
+                              SplitPlace *pl)
 {
     SplitIncoming *si = pg->si;
-    SplitBlock *b = split_pager_find_block(pg, addr);
-    g_autoptr(GError) gerr = NULL;
-    SplitPagerSubhost *sub;
-    SplitPageIn *pi;
-    uint64_t g, end;
-    uint8_t *host;
+    uint8_t s = qatomic_read(&pg->state[g]);
     FctransPageLoc loc;
+    uint64_t end;
     uint32_t n;
 
-    if (!b) {
-        error_report_once("split: fault at 0x%" PRIx64 " outside split RAM",
-                          addr);
-        split_uffd_wake(pg->uffd, (void *)(uintptr_t)(addr &
-                        ~(uint64_t)(pg->page_size - 1)), pg->page_size);
-        return;
+    trace_split_pager_fault(g, s);
+    if (SPLIT_PAGE_STATE(s) == SPLIT_PAGE_INFLIGHT) {
+        return false;       /* its placement wakes this thread too */
     }
-    g = b->first_page + (addr - (uintptr_t)b->rb->host) / pg->page_size;
-    host = split_page_host(b, g, pg->page_size);
-    trace_split_pager_fault(g, qatomic_read(&pg->state[g]));
-
-    switch (qatomic_read(&pg->state[g])) {
-    case SPLIT_PAGE_INFLIGHT:
-        return;     /* the fetch in flight wakes this thread too */
-    case SPLIT_PAGE_PRESENT:
-        /* Dropped since (balloon), or a late message: zero page or wake */
-        split_pager_zero(pg, g, host, true);
-        return;
+    if (SPLIT_PAGE_STATE(s) == SPLIT_PAGE_PRESENT) {
+        /* A late message for a page placed since: wake its waiters */
+        split_uffd_wake(pg->uffd, split_page_host(b, g, pg->page_size),
+                        pg->page_size);
+        return false;
     }
 
+    *pl = (SplitPlace) { .b = b, .first = g, .npages = 1, .subhost = -1 };
     loc = fctrans_pagemap_get(si->map, g);
     if (!FCTRANS_LOC_IS_SUBHOST(loc)) {
-        split_pager_zero(pg, g, host, false);
-        return;
+        qatomic_set(&pg->state[g], SPLIT_PAGE_INFLIGHT);
+        qatomic_inc(&pg->inflight);
+        qatomic_inc(&pg->page_ins_local);
+        return true;
     }
-
-    sub = &si->sub[FCTRANS_LOC_SUBHOST_INDEX(loc)];
-    if (qatomic_read(&sub->lost)) {
+    pl->subhost = FCTRANS_LOC_SUBHOST_INDEX(loc);
+    if (qatomic_read(&si->sub[pl->subhost].lost)) {
         qatomic_inc(&pg->blocked);
         split_pager_request_stop(pg);
-        return;
+        return false;
     }
 
     /* Claim the page and the following ones of the same sub-host */
@@ -474,24 +693,54 @@ static void split_pager_fault(SplitPager *pg, uint64_t addr)
         }
         qatomic_set(&pg->state[g + n], SPLIT_PAGE_INFLIGHT);
     }
+    pl->npages = n;
     qatomic_add(&pg->inflight, n);
+    return true;
+}
+
+static void split_pager_fault(SplitPager *pg, uint64_t addr)
+{
+    SplitBlock *b = split_pager_find_block(pg, addr);
+    g_autoptr(GError) gerr = NULL;
+    SplitPageIn *pi;
+    SplitPlace pl;
+    uint64_t g;
+    bool claimed;
+
+    if (!b) {
+        error_report_once("split: fault at 0x%" PRIx64 " outside split RAM",
+                          addr);
+        split_uffd_wake(pg->uffd, (void *)(uintptr_t)(addr &
+                        ~(uint64_t)(pg->page_size - 1)), pg->page_size);
+        return;
+    }
+    g = b->first_page + (addr - (uintptr_t)b->rb->host) / pg->page_size;
+
+    g_rw_lock_reader_lock(&pg->place_lock);
+    claimed = split_pager_claim(pg, b, g, &pl);
+    g_rw_lock_reader_unlock(&pg->place_lock);
+    if (!claimed) {
+        return;
+    }
+    if (pl.subhost < 0) {
+        split_place(pg, &pl, NULL);     /* local page-in: a zero page */
+        return;
+    }
 
     pi = g_new0(SplitPageIn, 1);
     pi->pg = pg;
-    pi->k = FCTRANS_LOC_SUBHOST_INDEX(loc);
-    pi->b = b;
-    pi->first = g;
-    pi->npages = n;
-    pi->buf = g_malloc((uint64_t)n * pg->page_size);
+    pi->k = pl.subhost;
+    pi->pl = pl;
+    pi->pl.buf = g_malloc((uint64_t)pl.npages * pg->page_size);
     pi->t_fault = get_clock();
-    if (!fctrans_subhost_read(sub->sh, g * pg->page_size,
-                              (uint64_t)n * pg->page_size, pi->buf,
-                              FCTRANS_SUBHOST_REQ_URGENT, split_pagein_done,
-                              pi, &gerr)) {
-        split_pagein_abandon(pg, pi, 0, false);
+    if (!fctrans_subhost_read(pg->si->sub[pi->k].sh, g * pg->page_size,
+                              (uint64_t)pl.npages * pg->page_size,
+                              pi->pl.buf, FCTRANS_SUBHOST_REQ_URGENT,
+                              split_pagein_done, pi, &gerr)) {
+        /* The pages stay claimed: their faults wait for the lost host */
         qatomic_inc(&pg->blocked);
         split_pager_subhost_lost(pg, pi->k, gerr->message);
-        g_free(pi->buf);
+        g_free(pi->pl.buf);
         g_free(pi);
     }
 }
@@ -515,13 +764,22 @@ static void *split_pager_thread(void *opaque)
     SplitPager *pg = opaque;
     struct uffd_msg msg[SPLIT_FAULT_BATCH];
     int64_t watchdog = get_clock() + SPLIT_WATCHDOG_MS * SCALE_MS;
+    int64_t retry_due = INT64_MAX;
 
     for (;;) {
-        struct pollfd pfd = { .fd = pg->uffd, .events = POLLIN };
+        struct pollfd pfd[2] = {
+            { .fd = pg->uffd, .events = POLLIN },
+            { .fd = event_notifier_get_fd(&pg->retry_notify),
+              .events = POLLIN },
+        };
+        int64_t now = get_clock();
+        int64_t wait = MIN(watchdog, retry_due) - now;
         int i, n;
 
-        n = poll(&pfd, 1, SPLIT_WATCHDOG_MS);
-        if (n > 0) {
+        /* Never sleep forever while a placement waits for its retry */
+        n = poll(pfd, 2, wait <= 0 ? 0 : (int)((wait + SCALE_MS - 1) /
+                                               SCALE_MS));
+        if (n > 0 && (pfd[0].revents & POLLIN)) {
             n = uffd_read_events(pg->uffd, msg, SPLIT_FAULT_BATCH);
             for (i = 0; i < n; i++) {
                 if (msg[i].event == UFFD_EVENT_PAGEFAULT) {
@@ -533,9 +791,13 @@ static void *split_pager_thread(void *opaque)
                               strerror(errno));
             g_usleep(1000);
         }
-        if (get_clock() >= watchdog) {
+        now = get_clock();
+        if ((n > 0 && (pfd[1].revents & POLLIN)) || now >= retry_due) {
+            retry_due = split_retry_run(pg);
+        }
+        if (now >= watchdog) {
             split_pager_watchdog(pg);
-            watchdog = get_clock() + SPLIT_WATCHDOG_MS * SCALE_MS;
+            watchdog = now + SPLIT_WATCHDOG_MS * SCALE_MS;
         }
     }
     return NULL;
@@ -616,6 +878,59 @@ bool split_pager_probe_block(RAMBlock *rb, Error **errp)
     return ok;
 }
 
+/*
+ * Drop the populated pages among @run pages from @p of @b: the pages this
+ * host received (RAM sent here before the page moved, or that the source
+ * now holds as zero) and any other page mincore() finds mapped (ROM
+ * copies, tables, pages QEMU read, which map the zero page). The rest was
+ * never populated here, and dropping it would only walk empty page
+ * tables: on a TB-size VM most of its RAM.
+ */
+static bool split_drop_populated(SplitPager *pg, SplitBlock *b, uint64_t p,
+                                 uint64_t run, Error **errp)
+{
+    RAMBlock *rb = b->rb;
+    uint32_t ps = pg->page_size;
+    g_autofree unsigned char *vec = NULL;
+    uint64_t end = p + run;
+
+    vec = g_malloc(MIN(run, SPLIT_MINCORE_CHUNK));
+    while (p < end) {
+        uint64_t n = MIN(end - p, SPLIT_MINCORE_CHUNK), i = 0;
+
+        if (mincore(rb->host + p * ps, n * ps, vec)) {
+            error_setg_errno(errp, errno, "split: cannot tell which pages "
+                             "of RAM block '%s' are populated", rb->idstr);
+            return false;
+        }
+        while (i < n) {
+            uint64_t j;
+
+            while (i < n && !(vec[i] & 1) &&
+                   !(rb->receivedmap && test_bit(p + i, rb->receivedmap))) {
+                i++;
+            }
+            for (j = i; j < n && ((vec[j] & 1) ||
+                 (rb->receivedmap && test_bit(p + j, rb->receivedmap)));
+                 j++) {
+                /* the populated run i .. j - 1 */
+            }
+            if (j > i) {
+                if (ram_block_discard_range(rb, (p + i) * ps,
+                                            (j - i) * ps)) {
+                    error_setg(errp, "split: cannot drop pages of RAM block "
+                               "'%s'", rb->idstr);
+                    return false;
+                }
+                pg->dropped_at_start += j - i;
+            }
+            i = j;
+        }
+        p += n;
+    }
+    return true;
+}
+
 bool split_pager_start(SplitIncoming *si, Error **errp)
 {
     SplitPager *pg = g_new0(SplitPager, 1);
@@ -628,6 +943,13 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
     pg->uffd = -1;
     pg->state = g_malloc0(si->layout.npages);
     qemu_mutex_init(&pg->lat_lock);
+    qemu_mutex_init(&pg->retry_lock);
+    g_rw_lock_init(&pg->place_lock);
+    if (event_notifier_init(&pg->retry_notify, false)) {
+        error_setg(errp, "split: cannot create the pager's event notifier");
+        goto fail_notify;
+    }
+    split_inject_setup(pg);
 
     /*
      * Check the map against what was received, count, and drop what is
@@ -639,11 +961,6 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
         RAMBlock *rb = b->rb;
         uint64_t p = 0;
 
-        if (qemu_madvise(rb->host, rb->used_length, QEMU_MADV_NOHUGEPAGE)) {
-            error_setg_errno(errp, errno, "split: cannot turn off huge pages "
-                             "in RAM block '%s'", rb->idstr);
-            goto fail;
-        }
         while (p < b->npages) {
             FctransPageLoc loc;
             uint64_t run = fctrans_pagemap_run(si->map, b->first_page + p,
@@ -663,9 +980,7 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
                 memset(pg->state + b->first_page + p, SPLIT_PAGE_PRESENT, run);
                 pg->resident += run;
             } else {
-                if (ram_block_discard_range(rb, p * ps, run * ps)) {
-                    error_setg(errp, "split: cannot drop pages of RAM block "
-                               "'%s'", rb->idstr);
+                if (!split_drop_populated(pg, b, p, run, errp)) {
                     goto fail;
                 }
                 if (FCTRANS_LOC_IS_SUBHOST(loc)) {
@@ -692,31 +1007,194 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
             goto fail;
         }
     }
+    /* From here on the pager lives as long as the VM: so do its blocks */
+    for (i = 0; i < si->layout.nblocks; i++) {
+        memory_region_ref(si->layout.blocks[i].rb->mr);
+    }
 
     si->pager = pg;
-    split_pager = pg;
+    qatomic_set(&split_pager, pg);
     pg->shutdown.notify = split_pager_shutdown;
     qemu_register_shutdown_notifier(&pg->shutdown);
     qemu_thread_create(&pg->thread, "split-pager", split_pager_thread, pg,
                        QEMU_THREAD_DETACHED);
     trace_split_pager_start(pg->resident, pg->unused,
-                            si->layout.npages - pg->resident - pg->unused);
+                            si->layout.npages - pg->resident - pg->unused,
+                            pg->dropped_at_start);
     return true;
 
 fail:
     if (pg->uffd >= 0) {
-        close(pg->uffd);
+        close(pg->uffd);    /* the blocks were not used yet: no data lost */
     }
+    event_notifier_cleanup(&pg->retry_notify);
+fail_notify:
+    g_rw_lock_clear(&pg->place_lock);
+    qemu_mutex_destroy(&pg->retry_lock);
     qemu_mutex_destroy(&pg->lat_lock);
     g_free(pg->state);
     g_free(pg);
     return false;
 }
 
+bool split_memory_active(void)
+{
+    return qatomic_read(&split_pager) != NULL;
+}
+
+/* Trim @n pages from global page @g on sub-host @k; errors only trace. */
+static void split_discard_trim_done(void *opaque, const GError *err)
+{
+    if (err) {
+        trace_split_pager_trim_failed(err->message);
+    }
+}
+
+static void split_discard_trim(SplitPager *pg, unsigned k, uint64_t g,
+                               uint64_t n)
+{
+    g_autoptr(GError) gerr = NULL;
+
+    while (n) {
+        uint64_t len = MIN(n, FCTRANS_SUBHOST_MAX_TRIM / pg->page_size);
+
+        /* A stale copy left there is harmless: the map no longer uses it */
+        if (!fctrans_subhost_trim(pg->si->sub[k].sh, g * pg->page_size,
+                                  len * pg->page_size, 0,
+                                  split_discard_trim_done, NULL, &gerr)) {
+            trace_split_pager_trim_failed(gerr->message);
+            g_clear_error(&gerr);
+        }
+        g += len;
+        n -= len;
+    }
+}
+
+void split_ram_discard(RAMBlock *rb, ram_addr_t offset, size_t length)
+{
+    SplitPager *pg = qatomic_read(&split_pager);
+    SplitIncoming *si;
+    SplitBlock *b;
+    uint64_t g, first, end, run_start = 0, run_len = 0;
+    int run_k = -1;
+
+    if (!pg) {
+        return;
+    }
+    si = pg->si;
+    b = split_layout_find(&si->layout, rb);
+    if (!b || offset >= b->npages * pg->page_size) {
+        return;
+    }
+    /* Only whole pages are discarded */
+    first = b->first_page + DIV_ROUND_UP(offset, pg->page_size);
+    end = b->first_page + MIN((offset + length) / pg->page_size, b->npages);
+    trace_split_pager_discard(rb->idstr, offset, length);
+
+    g_rw_lock_writer_lock(&pg->place_lock);
+    for (g = first; g < end; g++) {
+        uint8_t s = qatomic_read(&pg->state[g]);
+        FctransPageLoc loc = fctrans_pagemap_get(si->map, g);
+        int k = FCTRANS_LOC_IS_SUBHOST(loc) ? FCTRANS_LOC_SUBHOST_INDEX(loc)
+                                            : -1;
+
+        if (SPLIT_PAGE_STATE(s) == SPLIT_PAGE_PRESENT) {
+            /* The discard drops it; its next touch is a local page-in */
+            qatomic_set(&pg->state[g], SPLIT_PAGE_ABSENT);
+            qatomic_dec(&pg->resident);
+            qatomic_inc(&pg->unused);
+        } else if (k >= 0) {
+            if (SPLIT_PAGE_STATE(s) == SPLIT_PAGE_INFLIGHT) {
+                /* Its fetch places zeros, never the stale contents */
+                qatomic_set(&pg->state[g], s | SPLIT_PAGE_DISCARDED);
+            }
+            qatomic_dec(&si->sub[k].remaining);
+            qatomic_inc(&pg->unused);
+            qatomic_inc(&pg->discarded);
+        }
+        if (loc != FCTRANS_LOC_UNUSED) {
+            fctrans_pagemap_set(si->map, g, FCTRANS_LOC_UNUSED);
+        }
+        /* Collect runs of one sub-host to trim there */
+        if (k != run_k || g != run_start + run_len) {
+            if (run_k >= 0) {
+                split_discard_trim(pg, run_k, run_start, run_len);
+            }
+            run_k = k;
+            run_start = g;
+            run_len = 0;
+        }
+        run_len++;
+    }
+    g_rw_lock_writer_unlock(&pg->place_lock);
+    if (run_k >= 0) {
+        split_discard_trim(pg, run_k, run_start, run_len);
+    }
+}
+
+SplitPageLocationList *
+qmp_x_query_split_page_locations(uint64List *addresses, Error **errp)
+{
+    SplitPager *pg = qatomic_read(&split_pager);
+    SplitPageLocationList *head = NULL, **tail = &head;
+    uint64List *l;
+    unsigned n = 0;
+
+    if (!pg) {
+        error_setg(errp, "this VM's memory is not split");
+        return NULL;
+    }
+    for (l = addresses; l; l = l->next) {
+        if (++n > SPLIT_LOCATIONS_MAX) {
+            error_setg(errp, "at most %d addresses at once",
+                       SPLIT_LOCATIONS_MAX);
+            qapi_free_SplitPageLocationList(head);
+            return NULL;
+        }
+    }
+    for (l = addresses; l; l = l->next) {
+        SplitPageLocation *loc = g_new0(SplitPageLocation, 1);
+        MemoryRegionSection sec = memory_region_find(get_system_memory(),
+                                                     l->value, 1);
+        SplitBlock *b = NULL;
+
+        loc->address = l->value;
+        loc->location = SPLIT_PAGE_PLACE_NOT_SPLIT;
+        if (sec.mr && sec.mr->ram_block) {
+            b = split_layout_find(&pg->si->layout, sec.mr->ram_block);
+        }
+        if (b && sec.offset_within_region < b->npages * pg->page_size) {
+            uint64_t g = b->first_page +
+                         sec.offset_within_region / pg->page_size;
+            FctransPageLoc pl;
+
+            g_rw_lock_reader_lock(&pg->place_lock);
+            pl = fctrans_pagemap_get(pg->si->map, g);
+            loc->present = SPLIT_PAGE_STATE(qatomic_read(&pg->state[g])) ==
+                           SPLIT_PAGE_PRESENT;
+            g_rw_lock_reader_unlock(&pg->place_lock);
+            if (pl == FCTRANS_LOC_MAIN) {
+                loc->location = SPLIT_PAGE_PLACE_MAIN;
+            } else if (FCTRANS_LOC_IS_SUBHOST(pl)) {
+                loc->location = SPLIT_PAGE_PLACE_SUBHOST;
+                loc->subhost = g_strdup(
+                    pg->si->sub[FCTRANS_LOC_SUBHOST_INDEX(pl)].id);
+            } else {
+                loc->location = SPLIT_PAGE_PLACE_UNUSED;
+            }
+        }
+        if (sec.mr) {
+            memory_region_unref(sec.mr);
+        }
+        QAPI_LIST_APPEND(tail, loc);
+    }
+    return head;
+}
+
 SplitMemoryInfo *qmp_query_split_memory(Error **errp)
 {
     SplitMemoryInfo *info = g_new0(SplitMemoryInfo, 1);
-    SplitPager *pg = split_pager;
+    SplitPager *pg = qatomic_read(&split_pager);
     SplitMemorySubhostList **tail;
     unsigned k;
 
@@ -757,6 +1235,16 @@ SplitMemoryInfo *qmp_query_split_memory(Error **errp)
     info->in_flight = qatomic_read(&pg->inflight);
     info->has_blocked_faults = true;
     info->blocked_faults = qatomic_read(&pg->blocked);
+    info->has_eexist = true;
+    info->eexist = qatomic_read(&pg->eexist);
+    info->has_eagain = true;
+    info->eagain = qatomic_read(&pg->eagain);
+    info->has_retries = true;
+    info->retries = qatomic_read(&pg->retried);
+    info->has_discarded_pages = true;
+    info->discarded_pages = qatomic_read(&pg->discarded);
+    info->has_dropped_at_start = true;
+    info->dropped_at_start = pg->dropped_at_start;
     WITH_QEMU_LOCK_GUARD(&pg->lat_lock) {
         info->has_latency_p50 = true;
         info->latency_p50 = split_lat_percentile(pg, 50);
@@ -798,4 +1286,10 @@ void hmp_info_split_memory(Monitor *mon, const QDict *qdict)
     monitor_printf(mon, "remote page-in latency: p50 %" PRIu64 " us, p99 %"
                    PRIu64 " us, max %" PRIu64 " us\n", info->latency_p50,
                    info->latency_p99, info->latency_max);
+    monitor_printf(mon, "placements: %" PRIu64 " EEXIST, %" PRIu64
+                   " EAGAIN, %" PRIu64 " retried\n", info->eexist,
+                   info->eagain, info->retries);
+    monitor_printf(mon, "discarded by the guest while remote: %" PRIu64
+                   " pages; dropped at start: %" PRIu64 " pages\n",
+                   info->discarded_pages, info->dropped_at_start);
 }

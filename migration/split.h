@@ -7,9 +7,10 @@
  * main host, which runs the VM afterwards) through the normal RAM stream,
  * or to one of the sub-hosts (an NBD export per VM), or nowhere when the
  * page is all zero. The location of every page travels to the main host in
- * the "split" section, registered after "ram". Before the VM starts there,
- * every page that is not resident is dropped and a userfaultfd pager pages
- * it in on first touch: from its sub-host, or as a zero page.
+ * the "split" section, registered after "ram". When the map is committed,
+ * before any device state loads there, every page that is not resident
+ * is dropped and a userfaultfd pager pages it in on first touch: from its
+ * sub-host, or as a zero page.
  *
  * See docs/devel/migration/split.rst.
  */
@@ -22,6 +23,13 @@
 /* Capabilities and parameters (options.c) */
 bool split_caps_check(bool *old_caps, bool *new_caps, Error **errp);
 bool split_params_check(MigrationParameters *params, Error **errp);
+
+/*
+ * Whether a split migration over @addr can run with this VM's RAM and
+ * devices, on the source before it connects and on the main host before
+ * it listens: RAM the main host's pager cannot see must never be split.
+ */
+bool split_migration_check(MigrationAddress *addr, Error **errp);
 
 /* Register the "split" section; must run after ram_mig_init(). */
 void split_mig_init(void);
@@ -39,8 +47,9 @@ void split_populate_migration_info(MigrationInfo *info);
 
 /*
  * Main host, once the whole stream was loaded and before the VM may run:
- * drop every page that is not resident and start the pager. False with
- * @errp set when the VM must not run.
+ * check that the pager runs (it started when the page map was committed,
+ * before the device sections loaded). False with @errp set when the VM
+ * must not run.
  */
 bool split_incoming_start(Error **errp);
 

@@ -36,6 +36,7 @@
 #include "hw/core/cpu.h"
 #include "system/hw_accel.h"
 #include "fctrans/vmi.h"
+#include "migration/split-memory.h"
 #include "trace.h"
 
 #define FCTRANS_PROFILE_DIR CONFIG_QEMU_DATADIR "/fctrans-profiles"
@@ -149,6 +150,17 @@ GuestFreeMemoryInfo *qmp_query_guest_free_memory(const char *profiles,
     bool recognised = false, have_cpu = false;
     CPUState *cs;
 
+    /*
+     * The scan reads guest RAM from the monitor with the BQL held: on a
+     * split main host that would page in remote memory beyond the budget,
+     * and wait with the BQL for a sub-host that may be lost.
+     */
+    if (split_memory_active()) {
+        error_setg(errp, "query-guest-free-memory is not available on the "
+                   "main host of a split-memory VM: it would page in the "
+                   "guest's remote memory");
+        goto out;
+    }
     if (!profiles) {
         dir = get_relocated_path(FCTRANS_PROFILE_DIR);
         profiles = dir;
