@@ -2,8 +2,11 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
 # Build the test guest: a stock Debian kernel (unpacked from its package,
-# not installed) and an initramfs of busybox-static plus the project's
-# guest programs (guest/*.c, linked static).
+# not installed) and an initramfs of busybox-static, the project's guest
+# programs (guest/*.c, linked static; guest/devices) and the virtio
+# drivers of that same kernel package with their dependencies
+# (/lib/modules/splitmem/*.ko, load order in .../order; .ko.xz modules
+# are decompressed here, since busybox's insmod reads plain .ko).
 #
 #   scripts/guest-kit.sh                  the kernel of role "default"
 #   GUEST_KERNEL_PKG=trixie scripts/guest-kit.sh      a role of guest/kernels
@@ -25,7 +28,7 @@ DL=$GUEST/dl
 
 die() { echo "guest-kit: $*" >&2; exit 1; }
 
-for c in apt-get apt-cache dpkg-deb cpio gzip gcc; do
+for c in apt-get apt-cache dpkg-deb cpio gzip gcc xz; do
     command -v "$c" >/dev/null || die "missing $c (run scripts/install-deps.sh)"
 done
 
@@ -98,7 +101,8 @@ echo "guest-kit: kernel $role: $pkg $(dpkg-deb -f "$kdeb" Version)" >&2
 bdeb=$(fetch busybox-static)
 
 # Everything the kit depends on, to decide whether to rebuild it.
-inputs=$( { sha256sum "$kdeb" "$bdeb" "$0" "$SRCDIR"/guest/*.c "$SRCDIR"/guest/init; } |
+inputs=$( { sha256sum "$kdeb" "$bdeb" "$0" "$SRCDIR"/guest/*.c "$SRCDIR"/guest/init \
+                    "$SRCDIR"/guest/devices; } |
           cut -d' ' -f1 | sha256sum | cut -d' ' -f1)
 
 kver=$(dpkg-deb -f "$kdeb" Package | sed 's/^linux-image-//')
@@ -108,6 +112,52 @@ if [ -f "$out/.inputs" ] && [ "$(cat "$out/.inputs")" = "$inputs" ]; then
     echo "$out"
     exit 0
 fi
+
+# The drivers of the test guest's devices; their dependencies come along.
+WANT_MODULES="virtio_pci virtio_blk virtio_net virtio_rng virtio_balloon"
+
+# The module file of module NAME under DIR ('-' and '_' are the same in
+# module names), plain or xz-compressed; nothing if there is none.
+module_file() {
+    find "$1" -regex ".*/$(echo "$2" | sed 's/[-_]/[-_]/g')\.ko\(\.xz\)?" |
+        head -n1
+}
+
+# add_modules MODDIR OUT: copy the wanted modules and everything they
+# depend on (the depends= of their .modinfo) to OUT as plain .ko, and
+# write OUT/order, dependencies first. A module built into the kernel
+# (modules.builtin) is skipped; a missing one leaves the kit without
+# devices (no order file), which `devices setup` reports in the guest.
+add_modules() {
+    local moddir=$1 out=$2 m
+    mkdir -p "$out"
+    : > "$out/order"
+    for m in $WANT_MODULES; do
+        add_module "$moddir" "$out" "$m" ||
+            { rm -f "$out/order"; return 0; }
+    done
+}
+
+add_module() {
+    local moddir=$1 out=$2 name=${3//-/_} file dep
+    grep -qx "$name" "$out/order" && return 0
+    file=$(module_file "$moddir" "$name")
+    if [ -z "$file" ]; then
+        grep -q "/$(echo "$name" | sed 's/[-_]/[-_]/g')\.ko" \
+            "$moddir/modules.builtin" && return 0
+        echo "guest-kit: $kver has no module $name: this kit has no devices" >&2
+        return 1
+    fi
+    case "$file" in
+    *.xz) xz -dc "$file" > "$out/$name.ko" ;;
+    *) cp "$file" "$out/$name.ko" ;;
+    esac
+    for dep in $(tr '\0' '\n' < "$out/$name.ko" | sed -n 's/^depends=//p' |
+                 head -n1 | tr ',' ' '); do
+        add_module "$moddir" "$out" "$dep" || return 1
+    done
+    echo "$name" >> "$out/order"
+}
 
 echo "guest-kit: building the guest for $kver" >&2
 work=$(mktemp -d)
@@ -132,6 +182,13 @@ for src in "$SRCDIR"/guest/*.c; do
         die "cannot build $src"
 done
 install -m 755 "$SRCDIR/guest/init" "$root/init"
+install -m 755 "$SRCDIR/guest/devices" "$root/bin/devices"
+ln -s devices "$root/bin/devcheck"
+# Debian 13's packages keep modules in /usr/lib/modules (merged /usr).
+moddir=$work/kernel/usr/lib/modules/$kver
+[ -d "$moddir" ] || moddir=$work/kernel/lib/modules/$kver
+[ -d "$moddir" ] || die "$kdeb has no lib/modules/$kver"
+add_modules "$moddir" "$root/lib/modules/splitmem"
 (cd "$root" && find . -print0 | sort -z | cpio --null -o -H newc --quiet) |
     gzip -9 > "$out/initrd.gz"
 echo "$inputs" > "$out/.inputs"
