@@ -8,7 +8,17 @@ contrib/subhost/splitmem-subhost. The guest is the guest kit's Linux
 under TCG (ACCEL selects), filling memory with memfill's pattern. Every
 channel uses TLS (PSK): the main migration stream (tls-creds) and the
 sub-host channels (split-tls-creds, identity = the VM's name).
+
+By default the guest has the devices of a cloud VM (devices=True): two
+vCPUs, virtio-blk on a raw image in the scenario's work directory that
+the source and the main host both open (shared storage), virtio-net on
+slirp, virtio-rng, virtio-balloon with stats polling and free page
+reporting; its init brings them up, uses one queue of each once and
+keeps the others busy from CPU 0 (guest/devices).
 """
+
+import os
+import re
 
 import time
 
@@ -16,14 +26,18 @@ import splitmem as sm
 
 VM_NAME = "vm1"
 MIGRATION_PORT = 4444
+# What QEMU prints when a virtio device's state does not match its rings.
+VIRTIO_ERROR = re.compile(r"VQ|inconsistent|Guest moved|virtio:")
 
 
 class Scenario:
     def __init__(self, mem_mib, fill_mib, dirty_mibs=0, subhosts=2,
-                 rate=None, delay=None, log=sm.log, kit=None):
+                 rate=None, delay=None, log=sm.log, kit=None, devices=True):
         self.mem_mib, self.fill_mib, self.dirty = mem_mib, fill_mib, dirty_mibs
         self.log = log
         self.wdir = sm.workdir("splitmem-scenario-")
+        self.disk = (sm.make_disk(os.path.join(self.wdir, "disk.raw"))
+                     if devices else None)
         self.kit = kit or sm.guest_kit()
         self.lan = Lan = sm.Lan(rate=rate, delay=delay)
         self.src_ns = sm.Netns("src")
@@ -57,11 +71,19 @@ class Scenario:
         t0 = time.monotonic()
         self.src = sm.Vm("source", self.wdir, self.mem_mib, kit=self.kit,
                          netns=self.src_ns, append=append,
-                         extra=self._tls_objects("client"))
+                         extra=self._tls_objects("client"),
+                         devices=self.disk)
         self.src.serial.wait(r"splitmem-guest: up", 180)
         self.log(f"source: guest booted in {time.monotonic() - t0:.1f} s")
         m = self.src.serial.wait(r"memfill: ready [^\n]*\n", 900)
         self.log(f"  guest: {m.group(0).strip()}")
+        if self.disk:
+            # The guest brings its devices up once memfill is ready.
+            m = self.src.serial.wait(r"^devices: (ready|FAILED)[^\n]*$", 180)
+            self.log(f"  guest: {m.group(0).strip()}")
+            if m.group(1) != "ready":
+                raise RuntimeError(f"the guest's devices: {m.group(0)}")
+            self.src.balloon_stats()
 
     def subhost_params(self):
         cap = (self.mem_mib << 20) // max(1, len(self.subhosts)) + (64 << 20)
@@ -70,15 +92,21 @@ class Scenario:
                  "capacity": cap} for sh in self.subhosts]
 
     def migrate(self, split=True, budget=None, policy=None, progress=None,
-                tls=True):
+                tls=True, main_started=None):
         """Start the main host and migrate; return the final query-migrate.
 
         split=False runs QEMU's plain precopy to a main host that holds
-        everything (the baseline)."""
+        everything (the baseline). main_started(vm) runs once the main
+        host's QEMU is up, before the migration starts."""
         self.main = sm.Vm("main" if split else "plain-dst", self.wdir,
                           self.mem_mib, kit=self.kit, netns=self.main_ns,
                           incoming="defer",
-                          extra=self._tls_objects("server"))
+                          extra=self._tls_objects("server"),
+                          devices=self.disk)
+        if self.disk:
+            self.main.balloon_stats()
+        if main_started:
+            main_started(self.main)
         caps = [{"capability": "events", "state": True}]
         if split:
             caps.append({"capability": "split-memory", "state": True})
@@ -120,6 +148,17 @@ class Scenario:
         self.main.serial.send("kill -USR1 $(cat /run/memfill.pid)")
         m = self.main.serial.wait(r"memfill: verify (OK|FAILED)[^\n]*\n", timeout)
         return m.group(1) == "OK", m.group(0).strip()
+
+    def devcheck_on_main(self, timeout=300):
+        """One round of every device in the guest; return (ok, line)."""
+        return self.main.devcheck(timeout)
+
+    def virtio_errors(self, vm=None):
+        """Lines of the main host's (or vm's) stderr about broken virtio
+        state."""
+        vm = vm or self.main
+        return [ln for ln in vm.stderr_text().splitlines()
+                if VIRTIO_ERROR.search(ln)]
 
     def quit_source(self):
         if self.src:

@@ -408,17 +408,94 @@ class Lan:
         return addr
 
 
+# The devices of a cloud VM (Vm(devices=DISK)): qdev ids, and the names
+# x-query-virtio reports for them.
+DEVICE_IDS = {"blk": "blk0", "net": "net0", "rng": "rng0",
+              "balloon": "balloon0"}
+VIRTIO_NAMES = {"virtio-blk": "blk", "virtio-net": "net", "virtio-rng": "rng",
+                "virtio-balloon": "balloon"}
+DEVICE_DISK_BYTES = 16 << 20
+
+
+TAP = "smtap0"
+GUEST_GATEWAY = "10.0.2.2"
+GATEWAY_MAC = "52:54:00:00:02:02"
+
+
+def device_args(disk):
+    """QEMU options for the device-rich guest: virtio-blk on the raw image
+    DISK (both hosts of a migration open the same path: shared storage),
+    virtio-net on a tap device of the host's namespace (the guest pings
+    the host's side of it, GUEST_GATEWAY: add_tap), virtio-rng, and
+    virtio-balloon with free page reporting. One blk queue per vCPU, so
+    that a queue the guest uses once (from CPU 1) stays idle."""
+    return ["-drive", f"file={disk},format=raw,if=none,id=d0,cache=writeback",
+            "-device", f"virtio-blk-pci,drive=d0,id={DEVICE_IDS['blk']},"
+                       "num-queues=2",
+            "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=n0,id={DEVICE_IDS['net']},"
+                       "mac=52:54:00:12:34:56",
+            "-device", f"virtio-rng-pci,id={DEVICE_IDS['rng']}",
+            "-device", f"virtio-balloon-pci,id={DEVICE_IDS['balloon']},"
+                       "free-page-reporting=on"]
+
+
+def add_tap(ns):
+    """The guest's link in namespace ns: a tap device whose host side is
+    GUEST_GATEWAY/24, as a cloud host gives each VM (QEMU's slirp is not
+    built here). Every host of a migration has its own, with the same
+    address and MAC (the guest's ARP entry stays right), so the guest's
+    pings work again after it moved."""
+    if subprocess.run(ns._enter(["ip", "link", "show", TAP]),
+                      stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL).returncode == 0:
+        return
+    ns.run(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
+    ns.run(["ip", "link", "set", TAP, "address", GATEWAY_MAC])
+    ns.run(["ip", "addr", "add", f"{GUEST_GATEWAY}/24", "dev", TAP])
+    ns.run(["ip", "link", "set", TAP, "up"])
+
+
+def make_disk(path):
+    """A zeroed raw disk image for device_args(), if none exists yet."""
+    if not os.path.exists(path):
+        with open(path, "wb") as f:
+            f.truncate(DEVICE_DISK_BYTES)
+    return path
+
+
+_vms = []
+
+
+def live_vms():
+    """Every Vm started by this process (for diagnostics)."""
+    return list(_vms)
+
+
 class Vm:
-    """A QEMU process running the guest kit, with QMP and serial sockets."""
+    """A QEMU process running the guest kit, with QMP and serial sockets.
+
+    devices=DISK gives the guest 2 vCPUs and the virtio devices of a cloud
+    VM (device_args), and tells its init to bring them up and keep them
+    busy (splitmem.devices=1)."""
 
     def __init__(self, name, wdir, mem_mib, kit=None, netns=None, append="",
-                 incoming=None, extra=None, smp=1, echo=None):
+                 incoming=None, extra=None, smp=1, echo=None, devices=None):
         self.name = name
         self.qmp_path = os.path.join(wdir, f"{name}.qmp")
         self.serial_path = os.path.join(wdir, f"{name}.serial")
         self.serial_log = os.path.join(wdir, f"{name}.console.log")
         self.stderr_path = os.path.join(wdir, f"{name}.stderr")
         kit = kit or guest_kit()
+        self.devices = bool(devices)
+        if devices:
+            # The tap lives in a namespace: one of its own if none is given.
+            netns = netns or Netns(name)
+            add_tap(netns)
+            smp = max(smp, 2)
+            # rng_core.default_quality=0: the kernel's hwrng thread does not
+            # keep reading the rng, so its queue is idle between our reads.
+            append = f"splitmem.devices=1 rng_core.default_quality=0 {append}"
         argv = [QEMU, "-accel", ACCEL, "-machine", "q35", "-cpu", "max",
                 "-m", f"{mem_mib}M", "-smp", str(smp),
                 "-nodefaults", "-display", "none", "-vga", "none",
@@ -431,12 +508,15 @@ class Vm:
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
         if incoming:
             argv += ["-incoming", incoming]
+        if devices:
+            argv += device_args(devices)
         argv += extra or []
         self.stderr = open(self.stderr_path, "w")
         popen = netns.popen if netns else subprocess.Popen
         self.proc = popen(argv, stdin=subprocess.DEVNULL,
                           stdout=self.stderr, stderr=subprocess.STDOUT)
         at_cleanup(self.kill)
+        _vms.append(self)
         self.qmp = QMP(self.qmp_path, alive=self._check_alive)
         self.serial = Serial(self.serial_path, self.serial_log, echo=echo)
 
@@ -465,6 +545,104 @@ class Vm:
     def stderr_text(self):
         with open(self.stderr_path) as f:
             return f.read()
+
+    def balloon_stats(self, interval=2):
+        """Turn on the balloon's stats polling (every interval seconds);
+        the interval is host state that migration does not carry, so each
+        host sets its own."""
+        self.qmp.cmd("qom-set", path=f"/machine/peripheral/"
+                     f"{DEVICE_IDS['balloon']}",
+                     property="guest-stats-polling-interval", value=interval)
+
+    def guest_stats(self):
+        return self.qmp.cmd("qom-get", path=f"/machine/peripheral/"
+                            f"{DEVICE_IDS['balloon']}", property="guest-stats")
+
+    def balloon_to(self, size, timeout=120):
+        """Ask the balloon for a guest of size bytes; wait until the guest
+        got there (query-balloon 'actual' within 2 MiB)."""
+        self.qmp.cmd("balloon", value=size)
+        return wait_for(lambda: abs(self.qmp.cmd("query-balloon")["actual"]
+                                    - size) <= (2 << 20) and True,
+                        timeout, f"the balloon to reach {size >> 20} MiB",
+                        interval=0.5)
+
+    def page_locations(self, gpas):
+        """{GPA: x-query-split-page-locations entry} (at most 4096 a call)."""
+        out = {}
+        gpas = list(gpas)
+        for i in range(0, len(gpas), 4096):
+            for e in self.qmp.cmd("x-query-split-page-locations",
+                                  addresses=gpas[i:i + 4096]):
+                out[e["address"]] = e
+        return out
+
+    def xp(self, gpa, words=4):
+        """words 64-bit words of guest memory at gpa, through the monitor."""
+        out = self.qmp.hmp(f"xp /{words}gx {gpa:#x}")
+        return [int(w, 16) for line in out.splitlines()
+                for w in line.split(":", 1)[1].split()]
+
+    def devcheck(self, timeout=300):
+        """One round of every device in the guest; return (ok, line)."""
+        self.serial.mark()
+        self.serial.send("devcheck")
+        m = self.serial.wait(r"^devcheck: (OK|FAILED)[^\n]*$", timeout)
+        return m.group(1) == "OK", m.group(0).strip()
+
+    def virtio_queues(self):
+        """{kind: [(queue index, {desc, avail, used GPAs}), ...]} for every
+        virtio device (kind as in VIRTIO_NAMES), from x-query-virtio."""
+        out = {}
+        for dev in self.qmp.cmd("x-query-virtio"):
+            kind = VIRTIO_NAMES.get(dev["name"])
+            if not kind:
+                continue
+            st = self.qmp.cmd("x-query-virtio-status", path=dev["path"])
+            queues = []
+            for q in range(st["num-vqs"]):
+                qs = self.qmp.cmd("x-query-virtio-queue-status",
+                                  path=dev["path"], queue=q)
+                queues.append((q, {k: qs[f"vring-{k}"]
+                                   for k in ("desc", "avail", "used")}))
+            out[kind] = queues
+        return out
+
+    def ram_range(self, size):
+        """[start, end) of the guest RAM's host mapping: the anonymous
+        read-write (not executable: TCG's code buffer can be as big) VMA
+        of exactly size bytes. Call it before the RAM is used, while
+        nothing (userfaultfd registration, madvise) has split it yet."""
+        for start, end, perms, path, _ in self.smaps():
+            if end - start == size and perms.startswith("rw-") and not path:
+                return start, end
+        raise RuntimeError(f"{self.name}: no {size >> 20} MiB anonymous "
+                           "mapping (guest RAM) in smaps")
+
+    def smaps(self):
+        """[(start, end, perms, path, {field: bytes})] of the process."""
+        vmas = []
+        with open(f"/proc/{self.proc.pid}/smaps") as f:
+            for line in f:
+                head, _, rest = line.partition(" ")
+                if "-" in head and ":" not in head:
+                    a, b = head.split("-")
+                    fields = rest.split()
+                    vmas.append((int(a, 16), int(b, 16), fields[0],
+                                 " ".join(fields[4:]), {}))
+                elif vmas and rest.strip().endswith("kB"):
+                    vmas[-1][4][head.rstrip(":")] = int(rest.split()[0]) << 10
+        return vmas
+
+    def ram_usage(self, rng):
+        """(Rss, AnonHugePages) in bytes of the VMAs inside rng, the guest
+        RAM range of ram_range() (it may since be split into several)."""
+        rss = huge = 0
+        for start, end, _, _, f in self.smaps():
+            if start >= rng[0] and end <= rng[1]:
+                rss += f.get("Rss", 0)
+                huge += f.get("AnonHugePages", 0)
+        return rss, huge
 
     def rss_bytes(self):
         """Resident memory of the QEMU process (VmRSS)."""
