@@ -34,6 +34,7 @@ QTESTS=(
 # role in guest/kernels.
 SYSTEM_TESTS=(
     "split-multihost:python3 tests/split/test_multihost.py"
+    "split-devices:python3 tests/split/test_devices.py --quick"
     "vmi-default:python3 tests/vmi/vmi-validate.py"
     "vmi-trixie:python3 tests/vmi/vmi-validate.py --kernel-pkg trixie"
     "fuzz:FUZZ_SECONDS=20 fctrans/fuzz/run-fuzzers.sh"

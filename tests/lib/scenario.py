@@ -92,16 +92,18 @@ class Scenario:
                  "capacity": cap} for sh in self.subhosts]
 
     def migrate(self, split=True, budget=None, policy=None, progress=None,
-                tls=True, main_started=None):
+                tls=True, main_started=None, main_extra=None):
         """Start the main host and migrate; return the final query-migrate.
 
         split=False runs QEMU's plain precopy to a main host that holds
         everything (the baseline). main_started(vm) runs once the main
-        host's QEMU is up, before the migration starts."""
+        host's QEMU is up, before the migration starts; main_extra: more
+        options for it."""
         self.main = sm.Vm("main" if split else "plain-dst", self.wdir,
                           self.mem_mib, kit=self.kit, netns=self.main_ns,
                           incoming="defer",
-                          extra=self._tls_objects("server"),
+                          extra=self._tls_objects("server") +
+                          (main_extra or []),
                           devices=self.disk)
         if self.disk:
             self.main.balloon_stats()

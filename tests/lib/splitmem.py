@@ -84,6 +84,13 @@ def unix_connect(sock, path):
         return False
 
 
+def extra_monitor(wdir, name):
+    """(QEMU options, socket path) of a second QMP monitor, for a thread
+    that watches a VM while the test drives it through Vm.qmp."""
+    path = os.path.join(wdir, f"{name}.qmp2")
+    return ["-qmp", f"unix:{path},server=on,wait=off"], path
+
+
 class QMPError(Exception):
     pass
 
