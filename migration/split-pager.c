@@ -68,6 +68,7 @@
 #include "qapi/qapi-commands-split.h"
 #include "qapi/qapi-events-split.h"
 #include "qobject/qdict.h"
+#include "exec/address-spaces.h"
 #include "exec/memory.h"
 #include "exec/ramblock.h"
 #include "exec/target_page.h"
@@ -153,6 +154,7 @@ struct SplitPager {
 
     /* Test hook: fail this many placements with this error (-errno) */
     int inject_err;
+    int inject_skip;            /* atomic */
     int inject_left;            /* atomic */
 
     /* Statistics, updated atomically */
@@ -169,7 +171,8 @@ struct SplitPager {
     uint64_t retried;
     uint64_t discarded;
     uint64_t dropped_at_start;
-    bool failed;                /* atomic: a page could not be placed */
+    bool failed;                /* atomic: a page can never be placed */
+    uint64_t stuck;             /* atomic: retries that stopped the VM */
     bool stopping;              /* atomic: the stop thread runs */
     Notifier shutdown;
 
@@ -236,9 +239,10 @@ static uint64_t split_lat_percentile(SplitPager *pg, unsigned pct)
 /* userfaultfd operations; they return 0 or -errno, quietly. */
 
 /*
- * SPLIT_PAGER_INJECT=ERRNO:COUNT (EAGAIN, ENOMEM or EFAULT) makes the first
- * COUNT placements fail with that error without asking the kernel, so that
- * the tests can drive the retry and the stop paths on any kernel.
+ * SPLIT_PAGER_INJECT=ERRNO:COUNT[:AFTER] (ERRNO: EAGAIN, ENOMEM or EFAULT)
+ * makes COUNT placements, after the first AFTER, fail with that error
+ * without asking the kernel, so that the tests can drive the retry and
+ * the stop paths on any kernel.
  */
 static void split_inject_setup(SplitPager *pg)
 {
@@ -246,19 +250,20 @@ static void split_inject_setup(SplitPager *pg)
         { "EAGAIN", EAGAIN }, { "ENOMEM", ENOMEM }, { "EFAULT", EFAULT },
     };
     const char *spec = g_getenv("SPLIT_PAGER_INJECT");
-    const char *colon = spec ? strchr(spec, ':') : NULL;
+    g_auto(GStrv) f = spec ? g_strsplit(spec, ":", 3) : NULL;
     size_t i;
 
-    if (!colon) {
+    if (!f || !f[0] || !f[1]) {
         return;
     }
     for (i = 0; i < ARRAY_SIZE(errs); i++) {
-        if (strlen(errs[i].name) == colon - spec &&
-            !strncmp(spec, errs[i].name, colon - spec)) {
+        if (g_str_equal(f[0], errs[i].name)) {
             pg->inject_err = -errs[i].err;
-            pg->inject_left = atoi(colon + 1);
-            warn_report("split: SPLIT_PAGER_INJECT: the first %d placements "
-                        "fail with %s", pg->inject_left, errs[i].name);
+            pg->inject_left = atoi(f[1]);
+            pg->inject_skip = f[2] ? atoi(f[2]) : 0;
+            warn_report("split: SPLIT_PAGER_INJECT: %d placements after "
+                        "the first %d fail with %s", pg->inject_left,
+                        pg->inject_skip, errs[i].name);
             return;
         }
     }
@@ -267,7 +272,14 @@ static void split_inject_setup(SplitPager *pg)
 
 static int split_inject(SplitPager *pg)
 {
-    if (pg->inject_err && qatomic_read(&pg->inject_left) > 0 &&
+    if (!pg->inject_err) {
+        return 0;
+    }
+    if (qatomic_read(&pg->inject_skip) > 0 &&
+        qatomic_fetch_dec(&pg->inject_skip) > 0) {
+        return 0;
+    }
+    if (qatomic_read(&pg->inject_left) > 0 &&
         qatomic_fetch_dec(&pg->inject_left) > 0) {
         return pg->inject_err;
     }
@@ -359,7 +371,7 @@ static bool split_pager_lost_any(SplitPager *pg)
 {
     unsigned k;
 
-    if (qatomic_read(&pg->failed)) {
+    if (qatomic_read(&pg->failed) || qatomic_read(&pg->stuck)) {
         return true;
     }
     for (k = 0; k < pg->si->nsubhosts; k++) {
@@ -408,7 +420,6 @@ static void split_pager_place_failed(SplitPager *pg, SplitPlace *pl,
     uint64_t offset = (g - pl->b->first_page) * pg->page_size;
     g_autofree char *msg = g_strdup_printf("%s: %s", why, strerror(-err));
 
-    qatomic_set(&pg->failed, true);
     error_report("split: page at offset 0x%" PRIx64 " of RAM block '%s' "
                  "cannot be placed (%s): stopping the VM", offset,
                  pl->b->rb->idstr, msg);
@@ -538,6 +549,7 @@ static void split_place(SplitPager *pg, SplitPlace *pl, uint8_t *buf)
         split_retry_queue(pg, pl, ret);
         return;
     }
+    qatomic_set(&pg->failed, true);
     split_pager_place_failed(pg, pl, pl->first, ret, pl->buf ?
                              "UFFDIO_COPY" : "UFFDIO_ZEROPAGE");
     g_free(buf);
@@ -571,11 +583,18 @@ static int64_t split_retry_run(SplitPager *pg)
         if (!ret) {
             trace_split_pager_retry_done(r->pl.first, (now - r->since) /
                                          SCALE_US);
+            if (r->gave_up) {
+                qatomic_dec(&pg->stuck);
+            }
             g_free(r->alloc);
             g_free(r);
             continue;
         }
         if (ret != -EAGAIN && ret != -ENOMEM) {
+            qatomic_set(&pg->failed, true);
+            if (r->gave_up) {
+                qatomic_dec(&pg->stuck);
+            }
             split_pager_place_failed(pg, &r->pl, r->pl.first, ret,
                                      "retried placement");
             g_free(r->alloc);
@@ -588,6 +607,7 @@ static int64_t split_retry_run(SplitPager *pg)
         if (!r->gave_up && now - r->since >= SPLIT_RETRY_GIVE_UP_NS) {
             /* Stop the VM, but keep trying: memory may come back */
             r->gave_up = true;
+            qatomic_inc(&pg->stuck);
             split_pager_place_failed(pg, &r->pl, r->pl.first, ret,
                                      "still failing after 10 s of retries");
         }
