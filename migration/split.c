@@ -237,7 +237,7 @@ static HostMemoryBackend *split_block_backend(RAMBlock *rb)
 static char *split_block_describe(RAMBlock *rb)
 {
     HostMemoryBackend *be = split_block_backend(rb);
-    g_autofree char *id = NULL;
+    const char *id;
 
     if (!be) {
         return g_strdup_printf("RAM block '%s'", rb->idstr);
