@@ -81,8 +81,11 @@ int main(int argc, char **argv)
         return 2;
     }
     writing = !strcmp(argv[1], "write");
-    slot = strtoull(argv[3], NULL, 0);
-    gen = strtoull(argv[4], NULL, 0);
+    if (sscanf(argv[3], "%" SCNu64, &slot) != 1 ||
+        sscanf(argv[4], "%" SCNu64, &gen) != 1) {
+        fprintf(stderr, "blkpat: SLOT and GEN are numbers\n");
+        return 2;
+    }
     off = (off_t)(slot * SLOT_BYTES);
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (posix_memalign((void **)&buf, ALIGN, SLOT_BYTES)) {
