@@ -15,6 +15,8 @@
  * them they fail, they are not skipped.
  */
 #include "qemu/osdep.h"
+#include <sys/mount.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include "libqtest.h"
 #include "migration/bootfile.h"
@@ -32,6 +34,8 @@
 #define SPLIT_TIMEOUT_S     60
 /* Pages mapped besides the pager's own count (e.g. a fault being served) */
 #define SPLIT_RSS_SLACK     64
+/* Pages the main host may page in while the device state loads */
+#define SPLIT_LOAD_PAGE_INS_MAX 16
 
 static char *tmpfs;
 
@@ -51,7 +55,10 @@ typedef struct SplitTest {
     bool tls_psk;
     /* Give the destination its own split-subhosts (else the source's) */
     bool dest_subhosts;
-    /* Guest RAM in a shared memfd on each side, not anonymous memory */
+    /*
+     * Guest RAM in a private memfd on each side, not anonymous memory: a
+     * different discard and fault path (shared RAM is refused)
+     */
     bool memfd;
     char *pskdir;
 } SplitTest;
@@ -317,29 +324,39 @@ static void split_check_main_host_at_start(SplitTest *t, QTestState *to)
     g_autofree char *hmp_line = NULL;
     QListEntry *e;
     uint64_t resident, remote = 0, rss_kb, size_kb;
+    int64_t loaded;
 
     g_assert_true(qdict_get_bool(rsp, "active"));
     g_assert_cmpint(qdict_get_int(rsp, "page-size"), ==, SPLIT_PAGE_SIZE);
     g_assert_cmpint(qdict_get_int(rsp, "resident-budget"), ==, t->budget);
     resident = qdict_get_int(rsp, "resident-pages-at-start");
-    g_assert_cmpint(qdict_get_int(rsp, "resident-pages"), ==, resident);
+    /*
+     * The pager starts before the device state loads, and loading reads
+     * a few pages (the vapic ROM state at 0xcc000 on x86): those may be
+     * paged in already, nothing else is.
+     */
+    loaded = qdict_get_int(rsp, "resident-pages") - resident;
+    g_assert_cmpint(loaded, >=, 0);
+    g_assert_cmpint(loaded, <=, SPLIT_LOAD_PAGE_INS_MAX);
     g_assert_cmpuint(resident * SPLIT_PAGE_SIZE, <=, t->budget);
     /* The guest wrote more than the budget: some of it is remote */
     QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "subhosts"), e) {
         QDict *s = qobject_to(QDict, qlist_entry_obj(e));
 
         g_assert_true(qdict_get_bool(s, "connected"));
-        g_assert_cmpint(qdict_get_int(s, "page-ins"), ==, 0);
+        g_assert_cmpint(qdict_get_int(s, "page-ins"), <=,
+                        SPLIT_LOAD_PAGE_INS_MAX);
         remote += qdict_get_int(s, "pages");
     }
     g_assert_cmpuint(remote, >, 0);
-    g_assert_cmpint(qdict_get_int(rsp, "page-ins-remote"), ==, 0);
+    g_assert_cmpint(qdict_get_int(rsp, "page-ins-remote") +
+                    qdict_get_int(rsp, "page-ins-local"), <=, loaded);
 
     /* HMP shows the same */
     g_assert_nonnull(strstr(hmp, "split memory: on"));
     hmp_line = g_strdup_printf("resident: %" PRIu64 " pages (%" PRIu64
                                " at start), budget %" PRIu64 " pages",
-                               resident, resident,
+                               resident + loaded, resident,
                                t->budget / SPLIT_PAGE_SIZE);
     g_assert_nonnull(strstr(hmp, hmp_line));
     g_assert_nonnull(strstr(hmp, "sub-host sh0: "));
@@ -500,7 +517,7 @@ static void split_test_migrate(SplitTest *t)
     MigrateStart args = {
         .opts_target = "-S",
         .memory_backend = t->memfd ?
-            "-object memory-backend-memfd,id=mem0,size=%s,share=on "
+            "-object memory-backend-memfd,id=mem0,size=%s,share=off "
             "-machine memory-backend=mem0" : NULL,
     };
     QTestState *from, *to;
@@ -1036,6 +1053,372 @@ static void test_split_params(void)
     qtest_quit(qts);
 }
 
+/*
+ * Guest RAM that the main host's pager cannot see is never split: such a
+ * migration is refused by 'migrate' (and by 'migrate-incoming' on a main
+ * host set up the same way) before anything is sent, and the VM runs on.
+ */
+typedef struct SplitRefusal {
+    MigrateStart start;
+    /* A distinctive part of split's error */
+    const char *error;
+    /* The main host refuses migrate-incoming too (same configuration) */
+    bool refused_by_main;
+    /* The URI of the refused commands; NULL: the test's Unix socket */
+    const char *refused_uri;
+    /* Makes the refused condition true in the running QEMUs */
+    void (*prepare)(QTestState *from, QTestState *to);
+    /* Then a migration without split-memory, checked on the destination */
+    bool plain_after;
+} SplitRefusal;
+
+static void split_expect_refusal(QTestState *who, const char *command,
+                                 const char *uri, const char *what)
+{
+    QDict *err = qtest_qmp_assert_failure_ref(who,
+                     "{ 'execute': %s, 'arguments': { 'uri': %s } }",
+                     command, uri);
+    const char *desc = qdict_get_str(err, "desc");
+
+    g_test_message("%s refused: %s", command, desc);
+    g_assert_nonnull(strstr(desc, "split-memory: "));
+    g_assert_nonnull(strstr(desc, what));
+    qobject_unref(err);
+}
+
+/* After a refusal the source is running and its guest still writes. */
+static void split_check_source_runs(QTestState *from)
+{
+    g_autofree char *status = split_status(from);
+    g_autoptr(QDict) rsp = qtest_qmp_assert_success_ref(from,
+                               "{ 'execute': 'query-migrate' }");
+    const char *mig = qdict_get_try_str(rsp, "status");
+    int64_t deadline = g_get_monotonic_time() +
+                       SPLIT_TIMEOUT_S * G_USEC_PER_SEC;
+    uint8_t first = qtest_readb(from, X86_TEST_MEM_START);
+
+    g_assert_cmpstr(status, ==, "running");
+    /* No migration was started: nothing to fail or cancel */
+    g_assert_true(!mig || g_str_equal(mig, "none"));
+    while (qtest_readb(from, X86_TEST_MEM_START) == first) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(10 * 1000);
+    }
+}
+
+static void split_test_refusal(SplitRefusal *r)
+{
+    g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
+    const char *refused_uri = r->refused_uri ? r->refused_uri : uri;
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = SPLIT_BUDGET,
+    };
+    QTestState *from, *to;
+
+    /* The destination must then listen without split-memory */
+    g_assert_true(!r->plain_after || r->refused_by_main);
+    r->start.hide_stderr = true;
+    split_test_start_subhosts(&t, 256 * 1024 * 1024);
+    if (migrate_start(&from, &to, "defer", &r->start)) {
+        split_test_cleanup(&t);
+        return;
+    }
+    if (r->prepare) {
+        r->prepare(from, to);
+    }
+    /* Everything else is right for a split migration */
+    split_setup(&t, from, to);
+
+    if (r->refused_by_main) {
+        split_expect_refusal(to, "migrate-incoming", refused_uri, r->error);
+        migrate_set_capability(to, "split-memory", false);
+    }
+    migrate_incoming_qmp(to, uri, NULL, "{ 'exit-on-error': false }");
+    wait_for_serial("src_serial");
+
+    split_expect_refusal(from, "migrate", refused_uri, r->error);
+    split_check_source_runs(from);
+    /* Nothing was written anywhere */
+    g_assert_cmpuint(split_subhost_data_bytes(&t.sub[0]), ==, 0);
+
+    if (!r->plain_after) {
+        qtest_quit(from);
+        qtest_quit(to);
+        split_test_cleanup(&t);
+        return;
+    }
+    /* The same VM migrates without split-memory: split was the refuser */
+    migrate_set_capability(from, "split-memory", false);
+    migrate_ensure_converge(from);
+    migrate_qmp(from, to, uri, NULL, "{}");
+    wait_for_migration_complete(from);
+    wait_for_migration_complete(to);
+    migrate_end(from, to, true);
+    split_test_cleanup(&t);
+}
+
+/* vhost-user backends and ivshmem peers need share=on */
+static void test_split_refuse_shared(void)
+{
+    SplitRefusal r = {
+        .start.memory_backend =
+            "-object memory-backend-memfd,id=mem0,size=%s,share=on "
+            "-machine memory-backend=mem0",
+        .error = "RAM block 'mem0' (memory-backend-memfd 'mem0') is shared "
+                 "with other processes (share=on",
+        .refused_by_main = true,
+        .plain_after = true,
+    };
+
+    split_test_refusal(&r);
+}
+
+static void test_split_refuse_prealloc(void)
+{
+    SplitRefusal r = {
+        .start.memory_backend =
+            "-object memory-backend-ram,id=mem0,size=%s,prealloc=on "
+            "-machine memory-backend=mem0",
+        .error = "RAM block 'mem0' (memory-backend-ram 'mem0') is "
+                 "preallocated",
+        .refused_by_main = true,
+        .plain_after = true,
+    };
+
+    split_test_refusal(&r);
+}
+
+/* -mem-prealloc on the source only: the main host accepts its own RAM */
+static void test_split_refuse_mem_prealloc(void)
+{
+    SplitRefusal r = {
+        .start.opts_source = "-mem-prealloc",
+        .error = "RAM block 'pc.ram' (memory-backend-ram 'pc.ram') is "
+                 "preallocated",
+    };
+
+    split_test_refusal(&r);
+}
+
+/* mem-lock=on on the source, on-fault on the main host */
+static void test_split_refuse_mem_lock(void)
+{
+    SplitRefusal r = {
+        .start.opts_source = "-overcommit mem-lock=on",
+        .start.opts_target = "-overcommit mem-lock=on-fault",
+        .error = "guest RAM is locked (-overcommit mem-lock",
+        .refused_by_main = true,
+    };
+
+    split_test_refusal(&r);
+}
+
+static void test_split_refuse_virtio_mem(void)
+{
+    SplitRefusal r = {
+        .start.memory_backend =
+            "-m %s,maxmem=1G "
+            "-object memory-backend-ram,id=vmem0,size=128M "
+            "-device virtio-mem-pci,id=vm0,memdev=vmem0,requested-size=0",
+        .error = "/vmem0' (memory-backend-ram 'vmem0') is managed by "
+                 "virtio-mem '/machine/peripheral/vm0/virtio-backend'",
+        .refused_by_main = true,
+    };
+
+    split_test_refusal(&r);
+}
+
+/*
+ * Disable RAM discards in a running QEMU the way VFIO, vhost-vdpa or SEV
+ * do, by calling QEMU's own ram_block_discard_disable() through gdb: none
+ * of those can be set up on a machine without VFIO, vDPA or KVM.
+ */
+static void split_disable_discards(QTestState *who)
+{
+    g_autofree char *pid = g_strdup_printf("%d", (int)qtest_pid(who));
+    g_autofree char *out = NULL;
+    g_autofree char *errout = NULL;
+    g_autoptr(GError) err = NULL;
+    const char *argv[] = {
+        "gdb", "-nx", "-batch", "-p", pid,
+        "-iex", "set debuginfod enabled off",
+        "-ex", "call (int)ram_block_discard_disable(1)", NULL
+    };
+    int status;
+
+    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL,
+                      NULL, &out, &errout, &status, &err)) {
+        g_printerr("split: cannot run gdb (it sets up this test): %s\n",
+                   err->message);
+        g_assert_not_reached();
+    }
+    if (!strstr(out, "= 0\n")) {
+        g_printerr("split: gdb did not disable discards:\n%s%s\n", out,
+                   errout);
+        g_assert_not_reached();
+    }
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static void split_disable_discards_both(QTestState *from, QTestState *to)
+{
+    split_disable_discards(from);
+    split_disable_discards(to);
+}
+
+static void test_split_refuse_discard_disabled(void)
+{
+    SplitRefusal r = {
+        .prepare = split_disable_discards_both,
+        .error = "RAM discards are disabled by a device or guest type that "
+                 "pins guest RAM (VFIO",
+        .refused_by_main = true,
+    };
+
+    split_test_refusal(&r);
+}
+
+static void test_split_refuse_rdma(void)
+{
+    SplitRefusal r = {
+        .refused_uri = "rdma:127.0.0.1:4444",
+        .error = "the rdma transport is not supported",
+        .refused_by_main = true,
+    };
+
+    split_test_refusal(&r);
+}
+
+/* Without split-memory, rdma fails for its own reason in this build */
+static void test_split_rdma_plain(void)
+{
+    QTestState *qts = qtest_init("-machine none -nodefaults");
+    QDict *err;
+
+    err = qtest_qmp_assert_failure_ref(qts,
+              "{ 'execute': 'migrate',"
+              "  'arguments': { 'uri': 'rdma:127.0.0.1:4444' } }");
+    g_test_message("rdma without split-memory: %s",
+                   qdict_get_str(err, "desc"));
+    g_assert_null(strstr(qdict_get_str(err, "desc"), "split-memory"));
+    qobject_unref(err);
+    qtest_quit(qts);
+}
+
+#define SPLIT_HUGE_PAGE         (2 * 1024 * 1024)
+#define SPLIT_HUGETLBFS_MAGIC   0x958458f6
+#define SPLIT_HUGE_SYSFS        "/sys/kernel/mm/hugepages/hugepages-2048kB/"
+
+static long split_read_long(const char *path)
+{
+    g_autofree char *text = NULL;
+
+    if (!g_file_get_contents(path, &text, NULL, NULL)) {
+        return -1;
+    }
+    return g_ascii_strtoll(text, NULL, 10);
+}
+
+/* Write a number to a /proc or /sys file in place (no rename). */
+static bool split_write_long(const char *path, long value)
+{
+    g_autofree char *text = g_strdup_printf("%ld\n", value);
+    int fd = open(path, O_WRONLY);
+    bool ok;
+
+    if (fd < 0) {
+        return false;
+    }
+    ok = write(fd, text, strlen(text)) == strlen(text);
+    close(fd);
+    return ok;
+}
+
+typedef struct SplitHugetlb {
+    char *dir;
+    bool mounted;
+    long nr_before;     /* -1: nr_hugepages left alone */
+} SplitHugetlb;
+
+/*
+ * A hugetlbfs mount with @npages free 2 MiB pages: this machine's, or one
+ * mounted here, with pages reserved here if there are too few. Fails if
+ * that cannot be done: a hugetlbfs test must not pass by not running.
+ */
+static void split_hugetlb_setup(SplitHugetlb *h, long npages)
+{
+    struct statfs sfs;
+    long free_pages;
+
+    h->nr_before = -1;
+    if (statfs("/dev/hugepages", &sfs) == 0 &&
+        sfs.f_type == SPLIT_HUGETLBFS_MAGIC) {
+        h->dir = g_strdup("/dev/hugepages");
+    } else {
+        h->dir = g_strdup_printf("%s/hugetlbfs", tmpfs);
+        g_assert_cmpint(g_mkdir_with_parents(h->dir, 0700), ==, 0);
+        if (mount("none", h->dir, "hugetlbfs", 0, "pagesize=2M")) {
+            g_printerr("split: cannot mount hugetlbfs on %s: %s (this test "
+                       "needs root or a hugetlbfs mount)\n", h->dir,
+                       strerror(errno));
+            g_assert_not_reached();
+        }
+        h->mounted = true;
+    }
+    free_pages = split_read_long(SPLIT_HUGE_SYSFS "free_hugepages");
+    g_assert_cmpint(free_pages, >=, 0);
+    if (free_pages < npages) {
+        long nr = split_read_long("/proc/sys/vm/nr_hugepages");
+
+        if (nr < 0 || !split_write_long("/proc/sys/vm/nr_hugepages",
+                                        nr + npages - free_pages)) {
+            g_printerr("split: cannot reserve huge pages in "
+                       "/proc/sys/vm/nr_hugepages (needs root)\n");
+            g_assert_not_reached();
+        }
+        h->nr_before = nr;
+        free_pages = split_read_long(SPLIT_HUGE_SYSFS "free_hugepages");
+    }
+    g_test_message("hugetlbfs %s, %ld free 2 MiB pages", h->dir, free_pages);
+    g_assert_cmpint(free_pages, >=, npages);
+}
+
+static void split_hugetlb_cleanup(SplitHugetlb *h)
+{
+    if (h->nr_before >= 0) {
+        split_write_long("/proc/sys/vm/nr_hugepages", h->nr_before);
+    }
+    if (h->mounted) {
+        umount(h->dir);
+        rmdir(h->dir);
+    }
+    g_free(h->dir);
+}
+
+/* The norm for large VMs; not split at huge-page size yet */
+static void test_split_refuse_hugetlb(void)
+{
+    SplitHugetlb h = { 0 };
+    g_autofree char *backend = NULL;
+    SplitRefusal r = {
+        .error = "RAM block 'mem0' (memory-backend-file 'mem0') uses huge "
+                 "pages (2 MiB, the host's page size is 4 KiB): huge pages "
+                 "are not supported yet",
+        .refused_by_main = true,
+        .plain_after = true,
+    };
+
+    /* The source and the destination hold the guest RAM at once */
+    split_hugetlb_setup(&h, 2 * SPLIT_GUEST_RAM / SPLIT_HUGE_PAGE);
+    backend = g_strdup_printf("-object memory-backend-file,id=mem0,size=%%s,"
+                              "mem-path=%s,share=off "
+                              "-machine memory-backend=mem0", h.dir);
+    r.start.memory_backend = backend;
+    split_test_refusal(&r);
+    split_hugetlb_cleanup(&h);
+}
+
 void migration_test_add_split(MigrationTestEnv *env)
 {
     tmpfs = env->tmpfs;
@@ -1059,6 +1442,24 @@ void migration_test_add_split(MigrationTestEnv *env)
                        test_split_two_subhosts);
     migration_test_add("/migration/split/cancel", test_split_cancel);
     migration_test_add("/migration/split/memfd", test_split_memfd);
+    migration_test_add("/migration/split/refuse/shared",
+                       test_split_refuse_shared);
+    migration_test_add("/migration/split/refuse/prealloc",
+                       test_split_refuse_prealloc);
+    migration_test_add("/migration/split/refuse/mem-prealloc",
+                       test_split_refuse_mem_prealloc);
+    migration_test_add("/migration/split/refuse/mem-lock",
+                       test_split_refuse_mem_lock);
+    migration_test_add("/migration/split/refuse/virtio-mem",
+                       test_split_refuse_virtio_mem);
+    migration_test_add("/migration/split/refuse/discard-disabled",
+                       test_split_refuse_discard_disabled);
+    migration_test_add("/migration/split/refuse/rdma",
+                       test_split_refuse_rdma);
+    migration_test_add("/migration/split/refuse/rdma-without-split",
+                       test_split_rdma_plain);
+    migration_test_add("/migration/split/refuse/hugetlb",
+                       test_split_refuse_hugetlb);
     migration_test_add("/migration/split/subhost-lost",
                        test_split_subhost_lost);
     if (env->full_set) {
