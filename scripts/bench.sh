@@ -4,13 +4,13 @@
 # `make bench`: every benchmark, each printing its figures beside the
 # reference it is measured against in the same run (never asserted: these
 # machines are shared and noisy).
-#   scripts/bench.sh [subhost|split]...
+#   scripts/bench.sh [subhost|split|devices]...
 set -euo pipefail
 
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${SPLITMEM_BUILD:-$SRCDIR/build}
 which=("$@")
-[ ${#which[@]} -gt 0 ] || which=(subhost split)
+[ ${#which[@]} -gt 0 ] || which=(subhost split devices)
 
 for b in "${which[@]}"; do
     case "$b" in
@@ -20,7 +20,10 @@ for b in "${which[@]}"; do
     split)
         echo "=== split migration against QEMU's precopy (1 Gbit/s link) ==="
         python3 "$SRCDIR/bench/split-migration.py" ;;
+    devices)
+        echo "=== split migration of the device-rich guest, full size ==="
+        python3 "$SRCDIR/tests/split/test_devices.py" ;;
     *)
-        echo "bench: unknown benchmark '$b' (subhost, split)" >&2; exit 2 ;;
+        echo "bench: unknown benchmark '$b' (subhost, split, devices)" >&2; exit 2 ;;
     esac
 done
