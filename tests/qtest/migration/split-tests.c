@@ -1442,23 +1442,23 @@ void migration_test_add_split(MigrationTestEnv *env)
                        test_split_two_subhosts);
     migration_test_add("/migration/split/cancel", test_split_cancel);
     migration_test_add("/migration/split/memfd", test_split_memfd);
-    migration_test_add("/migration/split/refuse/shared",
+    migration_test_add("/migration/split/refuse-shared",
                        test_split_refuse_shared);
-    migration_test_add("/migration/split/refuse/prealloc",
+    migration_test_add("/migration/split/refuse-prealloc",
                        test_split_refuse_prealloc);
-    migration_test_add("/migration/split/refuse/mem-prealloc",
+    migration_test_add("/migration/split/refuse-mem-prealloc",
                        test_split_refuse_mem_prealloc);
-    migration_test_add("/migration/split/refuse/mem-lock",
+    migration_test_add("/migration/split/refuse-mem-lock",
                        test_split_refuse_mem_lock);
-    migration_test_add("/migration/split/refuse/virtio-mem",
+    migration_test_add("/migration/split/refuse-virtio-mem",
                        test_split_refuse_virtio_mem);
-    migration_test_add("/migration/split/refuse/discard-disabled",
+    migration_test_add("/migration/split/refuse-discard-disabled",
                        test_split_refuse_discard_disabled);
-    migration_test_add("/migration/split/refuse/rdma",
+    migration_test_add("/migration/split/refuse-rdma",
                        test_split_refuse_rdma);
-    migration_test_add("/migration/split/refuse/rdma-without-split",
+    migration_test_add("/migration/split/refuse-rdma-without-split",
                        test_split_rdma_plain);
-    migration_test_add("/migration/split/refuse/hugetlb",
+    migration_test_add("/migration/split/refuse-hugetlb",
                        test_split_refuse_hugetlb);
     migration_test_add("/migration/split/subhost-lost",
                        test_split_subhost_lost);
