@@ -88,6 +88,13 @@ static int split_load_header(QEMUFile *f, SplitIncoming *si, Error **errp)
         error_setg(errp, "split: second header in the stream");
         return -EINVAL;
     }
+    /*
+     * The capability may have been set after migrate-incoming, which ran
+     * the checks: whatever this host's RAM is, it must suit the pager.
+     */
+    if (!split_migration_check(NULL, errp)) {
+        return -EINVAL;
+    }
     version = qemu_get_be32(f);
     si->page_size = qemu_get_be32(f);
     npages = qemu_get_be64(f);

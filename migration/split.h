@@ -28,6 +28,7 @@ bool split_params_check(MigrationParameters *params, Error **errp);
  * Whether a split migration over @addr can run with this VM's RAM and
  * devices, on the source before it connects and on the main host before
  * it listens: RAM the main host's pager cannot see must never be split.
+ * With @addr NULL only the RAM and devices are checked.
  */
 bool split_migration_check(MigrationAddress *addr, Error **errp);
 

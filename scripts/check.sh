@@ -223,7 +223,7 @@ if want qtest; then
             continue
         fi
         start=$SECONDS
-        timeout 900 "$bin" --tap -k ${path:+-p "$path"} > "$log" 2>&1
+        timeout 1800 "$bin" --tap -k ${path:+-p "$path"} > "$log" 2>&1
         rc=$?
         echo "(qtest $name: $((SECONDS - start)) s, exit $rc)"
         tally run "qtest $name" "$log" $rc

@@ -22,9 +22,11 @@ BUILD_PKGS=(
     libcap-ng-dev libattr1-dev libgnutls28-dev libzstd-dev liblzma-dev
     libnbd-dev
 )
+# gdb: the discard-disabled refusal qtest calls QEMU's own
+# ram_block_discard_disable() in the running QEMUs (no VFIO here).
 TEST_PKGS=(
     seabios ipxe-qemu iproute2 cpio nbdkit libnbd-bin gnutls-bin socat
-    clang llvm libclang-rt-14-dev perl
+    clang llvm libclang-rt-14-dev perl gdb
 )
 BPO_PKGS=(meson python3-pycotap qemu-system-data)
 

@@ -60,6 +60,13 @@ typedef struct SplitTest {
      * different discard and fault path (shared RAM is refused)
      */
     bool memfd;
+    /*
+     * SPLIT_PAGER_INJECT for the main host, and the query-split-memory
+     * counter that must then reach @inject_count
+     */
+    const char *inject;
+    const char *inject_counter;
+    int64_t inject_count;
     char *pskdir;
 } SplitTest;
 
@@ -475,6 +482,30 @@ static void split_wait_remote_page_ins(QTestState *to)
     }
 }
 
+/* Wait until the main host's counter @name reaches @min. */
+static void split_wait_counter(QTestState *to, const char *name, int64_t min)
+{
+    int64_t deadline = g_get_monotonic_time() +
+                       SPLIT_TIMEOUT_S * G_USEC_PER_SEC;
+
+    for (;;) {
+        g_autoptr(QDict) rsp = split_query_memory(to);
+        int64_t v = qdict_get_int(rsp, name);
+
+        if (v >= min) {
+            g_test_message("main host: %s %" PRId64 " (eagain %" PRId64
+                           ", retries %" PRId64 ", eexist %" PRId64 ")",
+                           name, v, qdict_get_int(rsp, "eagain"),
+                           qdict_get_int(rsp, "retries"),
+                           qdict_get_int(rsp, "eexist"));
+            g_assert_cmpint(qdict_get_int(rsp, "blocked-faults"), ==, 0);
+            return;
+        }
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(20 * 1000);
+    }
+}
+
 static void split_test_cleanup(SplitTest *t)
 {
     const char *files[] = { "migsocket", "src_serial", "dest_serial" };
@@ -521,8 +552,15 @@ static void split_test_migrate(SplitTest *t)
             "-machine memory-backend=mem0" : NULL,
     };
     QTestState *from, *to;
+    int ret;
 
-    if (migrate_start(&from, &to, "defer", &args)) {
+    /* Only the main host runs a pager: the source ignores it */
+    if (t->inject) {
+        g_setenv("SPLIT_PAGER_INJECT", t->inject, true);
+    }
+    ret = migrate_start(&from, &to, "defer", &args);
+    g_unsetenv("SPLIT_PAGER_INJECT");
+    if (ret) {
         split_test_cleanup(t);
         return;
     }
@@ -545,6 +583,9 @@ static void split_test_migrate(SplitTest *t)
     qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
     wait_for_serial("dest_serial");
     split_wait_remote_page_ins(to);
+    if (t->inject_counter) {
+        split_wait_counter(to, t->inject_counter, t->inject_count);
+    }
 
     /* Reads every page of the guest's test area: more page-ins */
     migrate_end(from, to, true);
@@ -1419,6 +1460,161 @@ static void test_split_refuse_hugetlb(void)
     split_hugetlb_cleanup(&h);
 }
 
+/*
+ * The main host's pager under placement failures it must survive
+ * (SPLIT_PAGER_INJECT makes them on any kernel): EAGAIN and ENOMEM are
+ * retried with backoff, the faulting threads wait and then get the
+ * right page; nothing is woken without its page.
+ */
+/* Placements failed on purpose, each retried with backoff */
+#define SPLIT_INJECT_COUNT 20
+
+static void split_test_retried(const char *inject, const char *counter)
+{
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = SPLIT_BUDGET,
+        .inject = inject,
+        .inject_counter = counter,
+        .inject_count = SPLIT_INJECT_COUNT,
+    };
+
+    split_test_start_subhosts(&t, 256 * 1024 * 1024);
+    split_test_migrate(&t);
+}
+
+static void test_split_pager_eagain(void)
+{
+    split_test_retried("EAGAIN:" stringify(SPLIT_INJECT_COUNT), "eagain");
+}
+
+static void test_split_pager_enomem(void)
+{
+    split_test_retried("ENOMEM:" stringify(SPLIT_INJECT_COUNT), "retries");
+}
+
+/* Wait for the main host's run state @want, failing on anything but @ok */
+static void split_wait_status(QTestState *who, const char *want,
+                              const char *ok)
+{
+    int64_t deadline = g_get_monotonic_time() +
+                       SPLIT_TIMEOUT_S * G_USEC_PER_SEC;
+
+    for (;;) {
+        g_autofree char *status = split_status(who);
+
+        if (g_str_equal(status, want)) {
+            return;
+        }
+        g_assert_cmpstr(status, ==, ok);
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(20 * 1000);
+    }
+}
+
+/*
+ * A placement that fails for good once the guest runs (EFAULT): the
+ * main host stops the VM with SPLIT_PAGE_IN_FAILED, the monitor stays
+ * usable, and QEMU exits with a failure since a vCPU waits for a page.
+ * With ENOMEM for longer than 10 s the VM stops the same way, the
+ * placement is still retried, and once it succeeds the VM continues
+ * with the right memory.
+ */
+static void split_test_place_failed(const char *inject, bool recovers)
+{
+    g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = SPLIT_BUDGET,
+    };
+    MigrateStart args = {
+        .opts_target = "-S",
+        .hide_stderr = true,
+    };
+    QTestState *from, *to;
+    QDict *ev, *data;
+
+    split_test_start_subhosts(&t, 256 * 1024 * 1024);
+    g_setenv("SPLIT_PAGER_INJECT", inject, true);
+    if (migrate_start(&from, &to, "defer", &args)) {
+        g_unsetenv("SPLIT_PAGER_INJECT");
+        split_test_cleanup(&t);
+        return;
+    }
+    g_unsetenv("SPLIT_PAGER_INJECT");
+    split_setup(&t, from, to);
+    migrate_incoming_qmp(to, uri, NULL, "{}");
+    wait_for_serial("src_serial");
+    migrate_ensure_non_converge(from);
+    migrate_prepare_for_dirty_mem(from);
+    migrate_qmp(from, to, uri, NULL, "{}");
+    migrate_wait_for_dirty_mem(from, to);
+    migrate_ensure_converge(from);
+    wait_for_migration_complete(from);
+    wait_for_migration_complete(to);
+
+    qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
+    ev = qtest_qmp_eventwait_ref(to, "SPLIT_PAGE_IN_FAILED");
+    data = qdict_get_qdict(ev, "data");
+    g_test_message("event: %s offset 0x%" PRIx64 ": %s",
+                   qdict_get_str(data, "block"),
+                   (uint64_t)qdict_get_int(data, "offset"),
+                   qdict_get_str(data, "error"));
+    g_assert_nonnull(qdict_get_str(data, "block"));
+    qobject_unref(ev);
+    split_wait_status(to, "io-error", "running");
+
+    if (!recovers) {
+        /* The monitor answers although a vCPU waits for good */
+        g_autoptr(QDict) rsp = split_query_memory(to);
+
+        g_assert_true(qdict_get_bool(rsp, "active"));
+        qtest_set_expected_status(to, EXIT_FAILURE);
+        qtest_quit(from);
+        qtest_quit(to);
+        split_test_cleanup(&t);
+        return;
+    }
+
+    /* Memory is back: the waiting pages land, the VM may go on */
+    {
+        int64_t deadline = g_get_monotonic_time() +
+                           SPLIT_TIMEOUT_S * G_USEC_PER_SEC;
+
+        for (;;) {
+            g_autoptr(QDict) rsp = split_query_memory(to);
+
+            if (qdict_get_int(rsp, "in-flight") == 0) {
+                g_test_message("retries: %" PRId64,
+                               qdict_get_int(rsp, "retries"));
+                g_assert_cmpint(qdict_get_int(rsp, "retries"), >, 0);
+                break;
+            }
+            g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+            g_usleep(50 * 1000);
+        }
+    }
+    qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
+    wait_for_serial("dest_serial");
+    /* Stopped, the guest's pattern has at most one edge */
+    qtest_qmp_assert_success(to, "{ 'execute': 'stop' }");
+    split_check_pattern(to);
+    qtest_quit(from);
+    qtest_quit(to);
+    split_test_cleanup(&t);
+}
+
+static void test_split_pager_efault(void)
+{
+    /* after the placements the device state load needs */
+    split_test_place_failed("EFAULT:1:32", false);
+}
+
+static void test_split_pager_enomem_gives_up(void)
+{
+    split_test_place_failed("ENOMEM:120:32", true);
+}
+
 void migration_test_add_split(MigrationTestEnv *env)
 {
     tmpfs = env->tmpfs;
@@ -1442,6 +1638,14 @@ void migration_test_add_split(MigrationTestEnv *env)
                        test_split_two_subhosts);
     migration_test_add("/migration/split/cancel", test_split_cancel);
     migration_test_add("/migration/split/memfd", test_split_memfd);
+    migration_test_add("/migration/split/pager-eagain",
+                       test_split_pager_eagain);
+    migration_test_add("/migration/split/pager-enomem",
+                       test_split_pager_enomem);
+    migration_test_add("/migration/split/pager-efault",
+                       test_split_pager_efault);
+    migration_test_add("/migration/split/pager-enomem-gives-up",
+                       test_split_pager_enomem_gives_up);
     migration_test_add("/migration/split/refuse-shared",
                        test_split_refuse_shared);
     migration_test_add("/migration/split/refuse-prealloc",
