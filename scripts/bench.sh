@@ -24,6 +24,7 @@ for b in "${which[@]}"; do
         echo "=== split migration of the device-rich guest, full size ==="
         python3 "$SRCDIR/tests/split/test_devices.py" ;;
     *)
-        echo "bench: unknown benchmark '$b' (subhost, split, devices)" >&2; exit 2 ;;
+        echo "bench: unknown benchmark '$b' (subhost, split, devices)" >&2
+        exit 2 ;;
     esac
 done
