@@ -136,5 +136,11 @@ bool split_pager_probe_block(RAMBlock *rb, Error **errp);
  * pager; from the map's commit, before the device sections load.
  */
 bool split_pager_start(SplitIncoming *si, Error **errp);
+/*
+ * The incoming migration ended: from now on a page that cannot be paged
+ * in stops the VM. False with @errp set when one was lost before, while
+ * the device state loaded: the VM must not run.
+ */
+bool split_pager_may_run(SplitPager *pg, Error **errp);
 
 #endif /* QEMU_MIGRATION_SPLIT_INTERNAL_H */

@@ -291,12 +291,16 @@ static int split_load_setup(QEMUFile *f, void *opaque, Error **errp)
     for (i = 0; i < layout.nblocks; i++) {
         RAMBlock *rb = layout.blocks[i].rb;
 
-        if (qemu_madvise(rb->host, rb->used_length, QEMU_MADV_NOHUGEPAGE)) {
-            error_setg_errno(errp, errno, "split: cannot turn off huge pages "
+        /* EINVAL: a kernel without transparent huge pages */
+        if (qemu_madvise(rb->host, rb->used_length, QEMU_MADV_NOHUGEPAGE) &&
+            errno != EINVAL) {
+            int err = errno;
+
+            error_setg_errno(errp, err, "split: cannot turn off huge pages "
                              "in RAM block '%s'", rb->idstr);
             split_layout_clear(&layout);
             ram_block_discard_require(false);
-            return -errno;
+            return -err;
         }
     }
     trace_split_load_setup(layout.nblocks);
@@ -380,7 +384,7 @@ bool split_incoming_start(Error **errp)
         error_setg(errp, "split-memory: the page map is incomplete");
         return false;
     }
-    return true;
+    return split_pager_may_run(si->pager, errp);
 }
 
 void split_load_handlers(SaveVMHandlers *ops)

@@ -94,8 +94,8 @@
 #define SPLIT_RETRY_MAX_NS      (128 * SCALE_MS)
 /* A placement still failing after this long stops the VM. */
 #define SPLIT_RETRY_GIVE_UP_NS  (10 * NANOSECONDS_PER_SECOND)
-/* Pages whose residency mincore() reports at once, at start. */
-#define SPLIT_MINCORE_CHUNK     (64 * 1024)
+/* Pagemap entries read at once, at start. */
+#define SPLIT_PAGEMAP_CHUNK     (16 * 1024)
 /* Most addresses x-query-split-page-locations takes. */
 #define SPLIT_LOCATIONS_MAX     4096
 
@@ -109,6 +109,11 @@
  */
 #define SPLIT_PAGE_DISCARDED    0x10
 #define SPLIT_PAGE_STATE(s)     ((s) & 0x0f)
+
+/* Until the VM may run here, a page that cannot be paged in breaks the load */
+#define SPLIT_LOAD_LOADING      0
+#define SPLIT_LOAD_MAY_RUN      1
+#define SPLIT_LOAD_BROKEN       2
 
 /* A placement of pages first .. first + npages - 1 of one block. */
 typedef struct SplitPlace {
@@ -172,6 +177,7 @@ struct SplitPager {
     uint64_t discarded;
     uint64_t dropped_at_start;
     bool failed;                /* atomic: a page can never be placed */
+    int load_state;             /* atomic: SPLIT_LOAD_* */
     uint64_t stuck;             /* atomic: retries that stopped the VM */
     bool stopping;              /* atomic: the stop thread runs */
     Notifier shutdown;
@@ -413,6 +419,18 @@ static void split_pager_subhost_lost(SplitPager *pg, unsigned k,
     split_pager_request_stop(pg);
 }
 
+/*
+ * Before the VM ran here for the first time, a page that cannot be paged
+ * in fails the incoming migration instead: the device state load, which
+ * holds the BQL, must not wait for it. Returns true (and records it) when
+ * that is so.
+ */
+static bool split_pager_load_broken(SplitPager *pg)
+{
+    return qatomic_cmpxchg(&pg->load_state, SPLIT_LOAD_LOADING,
+                           SPLIT_LOAD_BROKEN) != SPLIT_LOAD_MAY_RUN;
+}
+
 /* A page of @pl cannot be placed: stop the VM and say why. */
 static void split_pager_place_failed(SplitPager *pg, SplitPlace *pl,
                                      uint64_t g, int err, const char *why)
@@ -500,6 +518,10 @@ static int split_place_locked(SplitPager *pg, SplitPlace *pl)
         pl->npages -= n;
         if (pl->buf) {
             pl->buf += n * ps;
+        }
+        if (ret == -EAGAIN && n) {
+            /* A partial copy: the next page tells the real error */
+            continue;
         }
         if (ret == -EEXIST) {
             /* Present already (not from us): its waiters need a wake-up */
@@ -627,7 +649,20 @@ static void split_pagein_done(void *opaque, const GError *gerr)
     SplitPageIn *pi = opaque;
     SplitPager *pg = pi->pg;
 
-    if (gerr) {
+    if (gerr && split_pager_load_broken(pg)) {
+        /* The VM will not run: zeros let the device state load end */
+        uint32_t i;
+
+        split_pager_subhost_lost(pg, pi->k, gerr->message);
+        for (i = 0; i < pi->pl.npages; i++) {
+            qatomic_set(&pg->state[pi->pl.first + i],
+                        qatomic_read(&pg->state[pi->pl.first + i]) |
+                        SPLIT_PAGE_DISCARDED);
+            qatomic_dec(&pg->si->sub[pi->k].remaining);
+            qatomic_inc(&pg->unused);
+        }
+        split_place(pg, &pi->pl, pi->pl.buf);
+    } else if (gerr) {
         /* Never zeros instead of the guest's data: the faults wait */
         qatomic_inc(&pg->blocked);
         split_pager_subhost_lost(pg, pi->k, gerr->message);
@@ -681,14 +716,21 @@ static bool split_pager_claim(SplitPager *pg, SplitBlock *b, uint64_t g,
     if (SPLIT_PAGE_STATE(s) == SPLIT_PAGE_INFLIGHT) {
         return false;       /* its placement wakes this thread too */
     }
+    *pl = (SplitPlace) { .b = b, .first = g, .npages = 1, .subhost = -1 };
     if (SPLIT_PAGE_STATE(s) == SPLIT_PAGE_PRESENT) {
-        /* A late message for a page placed since: wake its waiters */
-        split_uffd_wake(pg->uffd, split_page_host(b, g, pg->page_size),
-                        pg->page_size);
-        return false;
+        /*
+         * A late message for a page placed since (the zero page placement
+         * then meets EEXIST and wakes its waiters), or a page dropped
+         * behind the pager's back (a discard that did not tell it): a
+         * zero page, what a discard leaves. A wake alone would refault.
+         */
+        qatomic_dec(&pg->resident);
+        qatomic_inc(&pg->unused);
+        qatomic_set(&pg->state[g], SPLIT_PAGE_INFLIGHT);
+        qatomic_inc(&pg->inflight);
+        return true;
     }
 
-    *pl = (SplitPlace) { .b = b, .first = g, .npages = 1, .subhost = -1 };
     loc = fctrans_pagemap_get(si->map, g);
     if (!FCTRANS_LOC_IS_SUBHOST(loc)) {
         qatomic_set(&pg->state[g], SPLIT_PAGE_INFLIGHT);
@@ -697,6 +739,16 @@ static bool split_pager_claim(SplitPager *pg, SplitBlock *b, uint64_t g,
         return true;
     }
     pl->subhost = FCTRANS_LOC_SUBHOST_INDEX(loc);
+    if (qatomic_read(&si->sub[pl->subhost].lost) &&
+        split_pager_load_broken(pg)) {
+        /* The VM will not run: zeros let the device state load end */
+        pl->subhost = -1;
+        qatomic_set(&pg->state[g], SPLIT_PAGE_INFLIGHT);
+        qatomic_inc(&pg->inflight);
+        qatomic_dec(&si->sub[FCTRANS_LOC_SUBHOST_INDEX(loc)].remaining);
+        qatomic_inc(&pg->unused);
+        return true;
+    }
     if (qatomic_read(&si->sub[pl->subhost].lost)) {
         qatomic_inc(&pg->blocked);
         split_pager_request_stop(pg);
@@ -728,10 +780,15 @@ static void split_pager_fault(SplitPager *pg, uint64_t addr)
     bool claimed;
 
     if (!b) {
+        void *page = (void *)(uintptr_t)(addr & ~(uint64_t)(pg->page_size -
+                                                            1));
+
+        /* Never registered: a zero page ends the fault, a wake would not */
         error_report_once("split: fault at 0x%" PRIx64 " outside split RAM",
                           addr);
-        split_uffd_wake(pg->uffd, (void *)(uintptr_t)(addr &
-                        ~(uint64_t)(pg->page_size - 1)), pg->page_size);
+        if (split_uffd_zero(pg, page, pg->page_size) == -EEXIST) {
+            split_uffd_wake(pg->uffd, page, pg->page_size);
+        }
         return;
     }
     g = b->first_page + (addr - (uintptr_t)b->rb->host) / pg->page_size;
@@ -794,25 +851,25 @@ static void *split_pager_thread(void *opaque)
         };
         int64_t now = get_clock();
         int64_t wait = MIN(watchdog, retry_due) - now;
-        int i, n;
+        int i, n, ready;
 
         /* Never sleep forever while a placement waits for its retry */
-        n = poll(pfd, 2, wait <= 0 ? 0 : (int)((wait + SCALE_MS - 1) /
-                                               SCALE_MS));
-        if (n > 0 && (pfd[0].revents & POLLIN)) {
+        ready = poll(pfd, 2, wait <= 0 ? 0 : (int)((wait + SCALE_MS - 1) /
+                                                   SCALE_MS));
+        if (ready > 0 && (pfd[0].revents & POLLIN)) {
             n = uffd_read_events(pg->uffd, msg, SPLIT_FAULT_BATCH);
             for (i = 0; i < n; i++) {
                 if (msg[i].event == UFFD_EVENT_PAGEFAULT) {
                     split_pager_fault(pg, msg[i].arg.pagefault.address);
                 }
             }
-        } else if (n < 0 && errno != EINTR) {
+        } else if (ready < 0 && errno != EINTR) {
             error_report_once("split: poll on the userfaultfd failed: %s",
                               strerror(errno));
             g_usleep(1000);
         }
         now = get_clock();
-        if ((n > 0 && (pfd[1].revents & POLLIN)) || now >= retry_due) {
+        if ((ready > 0 && (pfd[1].revents & POLLIN)) || now >= retry_due) {
             retry_due = split_retry_run(pg);
         }
         if (now >= watchdog) {
@@ -898,27 +955,36 @@ bool split_pager_probe_block(RAMBlock *rb, Error **errp)
     return ok;
 }
 
+/* /proc/self/pagemap: an entry per page, present and swapped bits */
+#define SPLIT_PM_PRESENT        (1ULL << 63)
+#define SPLIT_PM_SWAPPED        (1ULL << 62)
+
 /*
- * Drop the populated pages among @run pages from @p of @b: the pages this
- * host received (RAM sent here before the page moved, or that the source
- * now holds as zero) and any other page mincore() finds mapped (ROM
- * copies, tables, pages QEMU read, which map the zero page). The rest was
- * never populated here, and dropping it would only walk empty page
- * tables: on a TB-size VM most of its RAM.
+ * Drop the populated pages among @run pages from @p of @b, as
+ * /proc/self/pagemap tells (@pagemap_fd): present or swapped out. Those
+ * are the pages this host received (RAM sent here before the page moved,
+ * or that the source now holds as zero) and any other page QEMU touched
+ * (ROM copies, tables, pages it read, which map the zero page). A swapped
+ * page must be dropped too: userfaultfd never sees it as missing. The
+ * rest was never populated here, and dropping it would only walk empty
+ * page tables: on a TB-size VM most of its RAM.
  */
-static bool split_drop_populated(SplitPager *pg, SplitBlock *b, uint64_t p,
-                                 uint64_t run, Error **errp)
+static bool split_drop_populated(SplitPager *pg, int pagemap_fd,
+                                 SplitBlock *b, uint64_t p, uint64_t run,
+                                 Error **errp)
 {
     RAMBlock *rb = b->rb;
     uint32_t ps = pg->page_size;
-    g_autofree unsigned char *vec = NULL;
+    g_autofree uint64_t *pm = NULL;
     uint64_t end = p + run;
 
-    vec = g_malloc(MIN(run, SPLIT_MINCORE_CHUNK));
+    pm = g_new(uint64_t, MIN(run, SPLIT_PAGEMAP_CHUNK));
     while (p < end) {
-        uint64_t n = MIN(end - p, SPLIT_MINCORE_CHUNK), i = 0;
+        uint64_t n = MIN(end - p, SPLIT_PAGEMAP_CHUNK), i = 0;
+        off_t at = ((uintptr_t)rb->host / ps + p) * sizeof(uint64_t);
 
-        if (mincore(rb->host + p * ps, n * ps, vec)) {
+        if (pread(pagemap_fd, pm, n * sizeof(uint64_t), at) !=
+            (ssize_t)(n * sizeof(uint64_t))) {
             error_setg_errno(errp, errno, "split: cannot tell which pages "
                              "of RAM block '%s' are populated", rb->idstr);
             return false;
@@ -926,13 +992,11 @@ static bool split_drop_populated(SplitPager *pg, SplitBlock *b, uint64_t p,
         while (i < n) {
             uint64_t j;
 
-            while (i < n && !(vec[i] & 1) &&
-                   !(rb->receivedmap && test_bit(p + i, rb->receivedmap))) {
+            while (i < n && !(pm[i] & (SPLIT_PM_PRESENT | SPLIT_PM_SWAPPED))) {
                 i++;
             }
-            for (j = i; j < n && ((vec[j] & 1) ||
-                 (rb->receivedmap && test_bit(p + j, rb->receivedmap)));
-                 j++) {
+            for (j = i; j < n && (pm[j] & (SPLIT_PM_PRESENT |
+                                           SPLIT_PM_SWAPPED)); j++) {
                 /* the populated run i .. j - 1 */
             }
             if (j > i) {
@@ -957,6 +1021,7 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
     uint32_t ps = si->page_size;
     uint64_t features = 0;
     unsigned i;
+    int pagemap_fd = -1;
 
     pg->si = si;
     pg->page_size = ps;
@@ -970,6 +1035,11 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
         goto fail_notify;
     }
     split_inject_setup(pg);
+    pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
+    if (pagemap_fd < 0) {
+        error_setg_errno(errp, errno, "split: cannot open /proc/self/pagemap");
+        goto fail;
+    }
 
     /*
      * Check the map against what was received, count, and drop what is
@@ -1000,7 +1070,7 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
                 memset(pg->state + b->first_page + p, SPLIT_PAGE_PRESENT, run);
                 pg->resident += run;
             } else {
-                if (!split_drop_populated(pg, b, p, run, errp)) {
+                if (!split_drop_populated(pg, pagemap_fd, b, p, run, errp)) {
                     goto fail;
                 }
                 if (FCTRANS_LOC_IS_SUBHOST(loc)) {
@@ -1013,6 +1083,8 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
         }
     }
     pg->resident_at_start = pg->resident;
+    close(pagemap_fd);
+    pagemap_fd = -1;
 
     if (!uffd_query_features(&features)) {
         features &= UFFD_FEATURE_THREAD_ID;
@@ -1044,6 +1116,9 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
     return true;
 
 fail:
+    if (pagemap_fd >= 0) {
+        close(pagemap_fd);
+    }
     if (pg->uffd >= 0) {
         close(pg->uffd);    /* the blocks were not used yet: no data lost */
     }
@@ -1060,6 +1135,17 @@ fail_notify:
 bool split_memory_active(void)
 {
     return qatomic_read(&split_pager) != NULL;
+}
+
+bool split_pager_may_run(SplitPager *pg, Error **errp)
+{
+    if (qatomic_cmpxchg(&pg->load_state, SPLIT_LOAD_LOADING,
+                        SPLIT_LOAD_MAY_RUN) == SPLIT_LOAD_BROKEN) {
+        error_setg(errp, "split-memory: a sub-host was lost while the device "
+                   "state loaded: the guest's memory is incomplete here");
+        return false;
+    }
+    return true;
 }
 
 /* Trim @n pages from global page @g on sub-host @k; errors only trace. */
@@ -1090,27 +1176,40 @@ static void split_discard_trim(SplitPager *pg, unsigned k, uint64_t g,
     }
 }
 
-void split_ram_discard(RAMBlock *rb, ram_addr_t offset, size_t length)
+/* A run of pages of one sub-host to trim there after a discard */
+typedef struct SplitTrimRun {
+    unsigned k;
+    uint64_t first, n;
+} SplitTrimRun;
+
+int split_ram_discard(RAMBlock *rb, ram_addr_t offset, size_t length)
 {
     SplitPager *pg = qatomic_read(&split_pager);
+    g_autoptr(GArray) trims = NULL;
     SplitIncoming *si;
     SplitBlock *b;
-    uint64_t g, first, end, run_start = 0, run_len = 0;
-    int run_k = -1;
+    uint64_t g, first, end;
+    SplitTrimRun run = { .n = 0 };
+    unsigned i;
+    int ret;
 
-    if (!pg) {
-        return;
+    b = pg ? split_layout_find(&pg->si->layout, rb) : NULL;
+    if (!b || offset >= b->npages * pg->page_size) {
+        return ram_block_discard_range(rb, offset, length);
     }
     si = pg->si;
-    b = split_layout_find(&si->layout, rb);
-    if (!b || offset >= b->npages * pg->page_size) {
-        return;
-    }
     /* Only whole pages are discarded */
     first = b->first_page + DIV_ROUND_UP(offset, pg->page_size);
     end = b->first_page + MIN((offset + length) / pg->page_size, b->npages);
+    trims = g_array_new(false, false, sizeof(SplitTrimRun));
     trace_split_pager_discard(rb->idstr, offset, length);
 
+    /*
+     * The discard itself runs with the lock held too: a placement between
+     * the pager's update and the discard would leave a page marked present
+     * that is not there. No deadlock: the userfaultfd asks for no REMOVE
+     * events, so the discard never waits for the fault thread.
+     */
     g_rw_lock_writer_lock(&pg->place_lock);
     for (g = first; g < end; g++) {
         uint8_t s = qatomic_read(&pg->state[g]);
@@ -1136,20 +1235,26 @@ void split_ram_discard(RAMBlock *rb, ram_addr_t offset, size_t length)
             fctrans_pagemap_set(si->map, g, FCTRANS_LOC_UNUSED);
         }
         /* Collect runs of one sub-host to trim there */
-        if (k != run_k || g != run_start + run_len) {
-            if (run_k >= 0) {
-                split_discard_trim(pg, run_k, run_start, run_len);
+        if (k >= 0 && run.n && run.k == k && run.first + run.n == g) {
+            run.n++;
+        } else if (k >= 0) {
+            if (run.n) {
+                g_array_append_val(trims, run);
             }
-            run_k = k;
-            run_start = g;
-            run_len = 0;
+            run = (SplitTrimRun) { .k = k, .first = g, .n = 1 };
         }
-        run_len++;
     }
+    ret = ram_block_discard_range(rb, offset, length);
     g_rw_lock_writer_unlock(&pg->place_lock);
-    if (run_k >= 0) {
-        split_discard_trim(pg, run_k, run_start, run_len);
+    if (run.n) {
+        g_array_append_val(trims, run);
     }
+    for (i = 0; i < trims->len; i++) {
+        SplitTrimRun *t = &g_array_index(trims, SplitTrimRun, i);
+
+        split_discard_trim(pg, t->k, t->first, t->n);
+    }
+    return ret;
 }
 
 SplitPageLocationList *

@@ -18,12 +18,12 @@
 bool split_memory_active(void);
 
 /*
- * The guest gave up @length bytes at @offset of @rb (balloon inflation,
- * free page reporting), which the caller is about to discard. Pages there
- * that are still on a sub-host become unused and are trimmed there;
- * pages being fetched get zeros instead of their stale contents. Call it
- * before ram_block_discard_range().
+ * Discard @length bytes at @offset of @rb, which the guest gave up
+ * (balloon inflation, free page reporting): ram_block_discard_range(),
+ * and on a split main host, pages there that are still on a sub-host
+ * become unused and are trimmed there, and pages being fetched get zeros
+ * instead of their stale contents. Returns what the discard returned.
  */
-void split_ram_discard(RAMBlock *rb, ram_addr_t offset, size_t length);
+int split_ram_discard(RAMBlock *rb, ram_addr_t offset, size_t length);
 
 #endif /* MIGRATION_SPLIT_MEMORY_H */
