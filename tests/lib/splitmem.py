@@ -151,14 +151,24 @@ class QMP:
             raise QMPError("QMP connection closed") from None
         return json.loads(line)
 
+    # No QMP command the tests send takes long: a QEMU that does not answer
+    # in this time is stuck (e.g. its main loop waits for a page), and the
+    # test must fail rather than wait for ever.
+    CMD_TIMEOUT = 300
+
     def cmd(self, name, **args):
         """Execute a command, return its result or raise QMPError."""
         msg = {"execute": name}
         if args:
             msg["arguments"] = {k.replace("_", "-"): v for k, v in args.items()}
         self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        deadline = time.monotonic() + self.CMD_TIMEOUT
         while True:
-            resp = self._read()
+            try:
+                resp = self._read(max(0.0, deadline - time.monotonic()))
+            except socket.timeout:
+                raise QMPError(f"{name}: no reply in {self.CMD_TIMEOUT} s: "
+                               "QEMU is stuck") from None
             if "event" in resp:
                 self.events.append(resp)
                 continue
