@@ -663,9 +663,24 @@ static void split_pagein_done(void *opaque, const GError *gerr)
         }
         split_place(pg, &pi->pl, pi->pl.buf);
     } else if (gerr) {
-        /* Never zeros instead of the guest's data: the faults wait */
+        /*
+         * Never zeros instead of the guest's data: the faults wait. Pages
+         * the guest discarded meanwhile are zeros, and need no sub-host.
+         */
+        uint32_t i;
+
         qatomic_inc(&pg->blocked);
         split_pager_subhost_lost(pg, pi->k, gerr->message);
+        for (i = 0; i < pi->pl.npages; i++) {
+            SplitPlace zero = {
+                .b = pi->pl.b, .first = pi->pl.first + i, .npages = 1,
+                .subhost = -1,
+            };
+
+            if (qatomic_read(&pg->state[zero.first]) & SPLIT_PAGE_DISCARDED) {
+                split_place(pg, &zero, NULL);
+            }
+        }
         g_free(pi->pl.buf);
     } else {
         int64_t ns = get_clock() - pi->t_fault;
