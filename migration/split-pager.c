@@ -58,6 +58,7 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include "qemu/bitops.h"
+#include "qemu/cutils.h"
 #include "qemu/event_notifier.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
@@ -178,6 +179,10 @@ struct SplitPager {
     uint64_t dropped_at_start;
     bool failed;                /* atomic: a page can never be placed */
     int load_state;             /* atomic: SPLIT_LOAD_* */
+    /* The fault thread's own: the memory cgroup guard */
+    uint64_t memcg_placed;      /* pages claimed since the last check */
+    bool memcg_full;
+    GArray *memcg_waiting;      /* fault addresses waiting for memory */
     uint64_t stuck;             /* atomic: retries that stopped the VM */
     bool stopping;              /* atomic: the stop thread runs */
     Notifier shutdown;
@@ -785,6 +790,126 @@ static bool split_pager_claim(SplitPager *pg, SplitBlock *b, uint64_t g,
     return true;
 }
 
+static void split_pager_fault(SplitPager *pg, uint64_t addr);
+
+/*
+ * The main host's memory cgroup. A page-in over its limit does not fail
+ * with ENOMEM: the kernel OOM-kills QEMU, or with the OOM killer disabled
+ * (cgroup v1) blocks the pager in the charge. So the pager itself keeps
+ * SPLIT_MEMCG_HEADROOM below the limit: faults that would go past it wait
+ * (the VM is stopped, SPLIT_PAGE_IN_FAILED says why) until the limit is
+ * raised or memory is given back. The cgroup is read again on every
+ * check, so moving QEMU into another cgroup is seen.
+ */
+#define SPLIT_MEMCG_HEADROOM    (32 * 1024 * 1024)
+/* Bytes placed between two checks: a fraction of the headroom */
+#define SPLIT_MEMCG_CHECK_BYTES (SPLIT_MEMCG_HEADROOM / 8)
+
+static bool split_read_u64(const char *path, uint64_t *v)
+{
+    g_autofree char *text = NULL;
+
+    if (!g_file_get_contents(path, &text, NULL, NULL)) {
+        return false;
+    }
+    g_strchomp(text);
+    if (g_str_equal(text, "max")) {
+        *v = UINT64_MAX;
+        return true;
+    }
+    return !qemu_strtou64(text, NULL, 10, v);
+}
+
+/* Limit and usage of this process's memory cgroup; false: no limit known. */
+static bool split_memcg_read(uint64_t *limit, uint64_t *usage)
+{
+    g_autofree char *cg = NULL;
+    g_auto(GStrv) lines = NULL;
+    size_t i;
+
+    if (!g_file_get_contents("/proc/self/cgroup", &cg, NULL, NULL)) {
+        return false;
+    }
+    lines = g_strsplit(cg, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        g_auto(GStrv) f = g_strsplit(lines[i], ":", 3);
+        g_autofree char *lim = NULL, *use = NULL;
+
+        if (!f[0] || !f[1] || !f[2]) {
+            continue;
+        }
+        if (g_str_equal(f[1], "memory")) {          /* cgroup v1 */
+            lim = g_strdup_printf("/sys/fs/cgroup/memory%s/"
+                                  "memory.limit_in_bytes", f[2]);
+            use = g_strdup_printf("/sys/fs/cgroup/memory%s/"
+                                  "memory.usage_in_bytes", f[2]);
+        } else if (!*f[1] && g_str_equal(f[0], "0")) { /* cgroup v2 */
+            lim = g_strdup_printf("/sys/fs/cgroup%s/memory.max", f[2]);
+            use = g_strdup_printf("/sys/fs/cgroup%s/memory.current", f[2]);
+        } else {
+            continue;
+        }
+        if (split_read_u64(lim, limit) && split_read_u64(use, usage) &&
+            *limit < UINT64_MAX / 2) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Whether page-ins must wait for memory; checked by the fault thread.
+ * Entering that state stops the VM with an event about @b / @g (the
+ * fault that found it), leaving it lets the waiting faults go on.
+ */
+static bool split_memcg_full(SplitPager *pg, SplitBlock *b, uint64_t g,
+                             bool force)
+{
+    uint64_t limit, usage;
+    bool full;
+
+    if (!force && !pg->memcg_full &&
+        pg->memcg_placed < SPLIT_MEMCG_CHECK_BYTES / pg->page_size) {
+        return false;
+    }
+    pg->memcg_placed = 0;
+    full = split_memcg_read(&limit, &usage) &&
+           usage + SPLIT_MEMCG_HEADROOM > limit;
+    if (full && !pg->memcg_full && b) {
+        SplitPlace pl = { .b = b, .first = g, .npages = 1, .subhost = -1 };
+        g_autofree char *why = g_strdup_printf("memory cgroup at %" PRIu64
+                                               " of its %" PRIu64 " bytes",
+                                               usage, limit);
+
+        qatomic_inc(&pg->stuck);
+        split_pager_place_failed(pg, &pl, g, -ENOMEM, why);
+    } else if (!full && pg->memcg_full) {
+        qatomic_dec(&pg->stuck);
+    }
+    if (full != pg->memcg_full) {
+        trace_split_pager_memcg(usage, limit, full);
+    }
+    pg->memcg_full = full && (pg->memcg_full || b);
+    return pg->memcg_full;
+}
+
+/* The fault thread: serve the faults that waited for memory, if it is back */
+static void split_memcg_resume(SplitPager *pg)
+{
+    GArray *waiting;
+    guint i;
+
+    if (!pg->memcg_waiting->len || split_memcg_full(pg, NULL, 0, true)) {
+        return;
+    }
+    waiting = pg->memcg_waiting;
+    pg->memcg_waiting = g_array_new(false, false, sizeof(uint64_t));
+    for (i = 0; i < waiting->len; i++) {
+        split_pager_fault(pg, g_array_index(waiting, uint64_t, i));
+    }
+    g_array_free(waiting, true);
+}
+
 static void split_pager_fault(SplitPager *pg, uint64_t addr)
 {
     SplitBlock *b = split_pager_find_block(pg, addr);
@@ -807,10 +932,18 @@ static void split_pager_fault(SplitPager *pg, uint64_t addr)
         return;
     }
     g = b->first_page + (addr - (uintptr_t)b->rb->host) / pg->page_size;
+    if (split_memcg_full(pg, b, g, false)) {
+        /* The faulting thread waits: no claim, no wake */
+        g_array_append_val(pg->memcg_waiting, addr);
+        return;
+    }
 
     g_rw_lock_reader_lock(&pg->place_lock);
     claimed = split_pager_claim(pg, b, g, &pl);
     g_rw_lock_reader_unlock(&pg->place_lock);
+    if (claimed) {
+        pg->memcg_placed += pl.npages;
+    }
     if (!claimed) {
         return;
     }
@@ -889,6 +1022,7 @@ static void *split_pager_thread(void *opaque)
         }
         if (now >= watchdog) {
             split_pager_watchdog(pg);
+            split_memcg_resume(pg);
             watchdog = now + SPLIT_WATCHDOG_MS * SCALE_MS;
         }
     }
@@ -1050,6 +1184,7 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
         goto fail_notify;
     }
     split_inject_setup(pg);
+    pg->memcg_waiting = g_array_new(false, false, sizeof(uint64_t));
     pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
     if (pagemap_fd < 0) {
         error_setg_errno(errp, errno, "split: cannot open /proc/self/pagemap");
@@ -1139,6 +1274,9 @@ fail:
     }
     event_notifier_cleanup(&pg->retry_notify);
 fail_notify:
+    if (pg->memcg_waiting) {
+        g_array_free(pg->memcg_waiting, true);
+    }
     g_rw_lock_clear(&pg->place_lock);
     qemu_mutex_destroy(&pg->retry_lock);
     qemu_mutex_destroy(&pg->lat_lock);

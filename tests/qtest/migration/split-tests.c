@@ -1615,6 +1615,131 @@ static void test_split_pager_enomem_gives_up(void)
     split_test_place_failed("ENOMEM:120:32", true);
 }
 
+/* Write @text to a cgroup file (g_file_set_contents() renames: not here) */
+static bool split_write_file(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY);
+    ssize_t len = strlen(text);
+    bool ok;
+
+    if (fd < 0) {
+        return false;
+    }
+    ok = write(fd, text, len) == len;
+    close(fd);
+    return ok;
+}
+
+/* A memory cgroup for @pid with @limit bytes; returns its directory. */
+static char *split_memcg_enter(pid_t pid, uint64_t limit, bool *v1)
+{
+    const char *base;
+    g_autofree char *dir = NULL, *lim = NULL, *procs = NULL;
+    g_autofree char *val = g_strdup_printf("%" PRIu64, limit);
+    g_autofree char *spid = g_strdup_printf("%d", (int)pid);
+
+    *v1 = g_file_test("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                      G_FILE_TEST_EXISTS);
+    base = *v1 ? "/sys/fs/cgroup/memory" : "/sys/fs/cgroup";
+    dir = g_strdup_printf("%s/splitmem-qtest-%d", base, (int)getpid());
+    g_assert_cmpint(g_mkdir_with_parents(dir, 0755), ==, 0);
+    lim = g_strdup_printf("%s/%s", dir, *v1 ? "memory.limit_in_bytes" :
+                                              "memory.max");
+    procs = g_strdup_printf("%s/cgroup.procs", dir);
+    g_assert_true(split_write_file(lim, val));
+    g_assert_true(split_write_file(procs, spid));
+    return g_steal_pointer(&dir);
+}
+
+static void split_memcg_unlimit(const char *dir, bool v1)
+{
+    g_autofree char *lim = g_strdup_printf("%s/%s", dir,
+                                           v1 ? "memory.limit_in_bytes" :
+                                                "memory.max");
+
+    g_assert_true(split_write_file(lim, v1 ? "-1" : "max"));
+}
+
+static void split_memcg_leave(const char *dir, pid_t pid, bool v1)
+{
+    g_autofree char *root = g_strdup_printf("%s/cgroup.procs",
+                                            v1 ? "/sys/fs/cgroup/memory" :
+                                                 "/sys/fs/cgroup");
+    g_autofree char *spid = g_strdup_printf("%d", (int)pid);
+
+    split_write_file(root, spid);
+    rmdir(dir);
+}
+
+/*
+ * The main host in a memory cgroup whose limit the guest's page-ins reach:
+ * it neither hangs nor is OOM-killed. The pager keeps a headroom below the
+ * limit, stops the VM with SPLIT_PAGE_IN_FAILED and lets the faults wait;
+ * once the limit is raised they are served and the VM continues with the
+ * right memory.
+ */
+static void test_split_pager_memcg(void)
+{
+    g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
+    g_autofree char *cg = NULL;
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = SPLIT_BUDGET,
+    };
+    MigrateStart args = {
+        .opts_target = "-S",
+        .hide_stderr = true,
+    };
+    QTestState *from, *to;
+    QDict *ev, *data;
+    bool v1;
+
+    split_test_start_subhosts(&t, 256 * 1024 * 1024);
+    if (migrate_start(&from, &to, "defer", &args)) {
+        split_test_cleanup(&t);
+        return;
+    }
+    split_setup(&t, from, to);
+    migrate_incoming_qmp(to, uri, NULL, "{}");
+    wait_for_serial("src_serial");
+    migrate_ensure_non_converge(from);
+    migrate_prepare_for_dirty_mem(from);
+    migrate_qmp(from, to, uri, NULL, "{}");
+    migrate_wait_for_dirty_mem(from, to);
+    migrate_ensure_converge(from);
+    wait_for_migration_complete(from);
+    wait_for_migration_complete(to);
+
+    /*
+     * Charges made before the move stay where they were: the cgroup
+     * starts near empty, and 48 MiB leave 16 MiB of page-ins above the
+     * pager's 32 MiB headroom, well below the ~25 MiB the guest pages in.
+     */
+    cg = split_memcg_enter(qtest_pid(to), 48 * 1024 * 1024, &v1);
+    qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
+    ev = qtest_qmp_eventwait_ref(to, "SPLIT_PAGE_IN_FAILED");
+    data = qdict_get_qdict(ev, "data");
+    g_test_message("event: %s offset 0x%" PRIx64 ": %s",
+                   qdict_get_str(data, "block"),
+                   (uint64_t)qdict_get_int(data, "offset"),
+                   qdict_get_str(data, "error"));
+    g_assert_nonnull(strstr(qdict_get_str(data, "error"), "memory cgroup"));
+    qobject_unref(ev);
+    split_wait_status(to, "io-error", "running");
+
+    /* Memory is back: the waiting faults are served, the VM goes on */
+    split_memcg_unlimit(cg, v1);
+    qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
+    wait_for_serial("dest_serial");
+    split_wait_remote_page_ins(to);
+    qtest_qmp_assert_success(to, "{ 'execute': 'stop' }");
+    split_check_pattern(to);
+    split_memcg_leave(cg, qtest_pid(to), v1);
+    qtest_quit(from);
+    qtest_quit(to);
+    split_test_cleanup(&t);
+}
+
 void migration_test_add_split(MigrationTestEnv *env)
 {
     tmpfs = env->tmpfs;
@@ -1646,6 +1771,8 @@ void migration_test_add_split(MigrationTestEnv *env)
                        test_split_pager_efault);
     migration_test_add("/migration/split/pager-enomem-gives-up",
                        test_split_pager_enomem_gives_up);
+    migration_test_add("/migration/split/pager-memcg",
+                       test_split_pager_memcg);
     migration_test_add("/migration/split/refuse-shared",
                        test_split_refuse_shared);
     migration_test_add("/migration/split/refuse-prealloc",
