@@ -368,6 +368,18 @@ static void split_check_main_host_at_start(SplitTest *t, QTestState *to)
     g_assert_nonnull(strstr(hmp, hmp_line));
     g_assert_nonnull(strstr(hmp, "sub-host sh0: "));
 
+    /* Introspection would page in remote memory: refused here */
+    {
+        g_autoptr(QDict) err = qtest_qmp(to, "{ 'execute': "
+                                         "'query-guest-free-memory' }");
+        QDict *qerr = qdict_get_qdict(err, "error");
+
+        g_assert_nonnull(qerr);
+        g_assert_nonnull(strstr(qdict_get_str(qerr, "desc"),
+                                "not available on the main host of a "
+                                "split-memory VM"));
+    }
+
     /* The kernel's view: what is mapped in the split RAM */
     split_uffd_rss(qtest_pid(to), &rss_kb, &size_kb);
     g_test_message("main host at start: %" PRIu64 " resident pages (budget %"
