@@ -554,31 +554,30 @@ static void split_test_start_subhosts(SplitTest *t, uint64_t capacity)
  * then resumed: the guest faults its remote pages back in and the
  * framework checks every page of its memory.
  */
-static void split_test_migrate(SplitTest *t)
+/*
+ * Start both sides, the main host paused (with t->inject, if set, in its
+ * environment: only the main host runs a pager), and migrate live: a full
+ * pass, the guest dirties memory again, then completion on both sides.
+ * False, with everything cleaned up, when QEMU could not start.
+ */
+static bool split_migrate_to_paused(SplitTest *t, MigrateStart *args,
+                                    QTestState **pfrom, QTestState **pto)
 {
     g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
-    MigrateStart args = {
-        .opts_target = "-S",
-        .memory_backend = t->memfd ?
-            "-object memory-backend-memfd,id=mem0,size=%s,share=off "
-            "-machine memory-backend=mem0" : NULL,
-    };
     QTestState *from, *to;
     int ret;
 
-    /* Only the main host runs a pager: the source ignores it */
     if (t->inject) {
         g_setenv("SPLIT_PAGER_INJECT", t->inject, true);
     }
-    ret = migrate_start(&from, &to, "defer", &args);
+    ret = migrate_start(&from, &to, "defer", args);
     g_unsetenv("SPLIT_PAGER_INJECT");
     if (ret) {
         split_test_cleanup(t);
-        return;
+        return false;
     }
     split_setup(t, from, to);
     migrate_incoming_qmp(to, uri, NULL, "{}");
-
     wait_for_serial("src_serial");
     migrate_ensure_non_converge(from);
     migrate_prepare_for_dirty_mem(from);
@@ -588,6 +587,24 @@ static void split_test_migrate(SplitTest *t)
     migrate_ensure_converge(from);
     wait_for_migration_complete(from);
     wait_for_migration_complete(to);
+    *pfrom = from;
+    *pto = to;
+    return true;
+}
+
+static void split_test_migrate(SplitTest *t)
+{
+    MigrateStart args = {
+        .opts_target = "-S",
+        .memory_backend = t->memfd ?
+            "-object memory-backend-memfd,id=mem0,size=%s,share=off "
+            "-machine memory-backend=mem0" : NULL,
+    };
+    QTestState *from, *to;
+
+    if (!split_migrate_to_paused(t, &args, &from, &to)) {
+        return;
+    }
 
     split_check_source_stats(t, from);
     split_check_main_host_at_start(t, to);
@@ -671,7 +688,6 @@ static void test_split_sequential(void)
  */
 static void test_split_subhost_lost(void)
 {
-    g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
     SplitTest t = {
         .nsubhosts = 1,
         .budget = SPLIT_BUDGET,
@@ -685,20 +701,9 @@ static void test_split_subhost_lost(void)
     int64_t deadline;
 
     split_test_start_subhosts(&t, 256 * 1024 * 1024);
-    if (migrate_start(&from, &to, "defer", &args)) {
-        split_test_cleanup(&t);
+    if (!split_migrate_to_paused(&t, &args, &from, &to)) {
         return;
     }
-    split_setup(&t, from, to);
-    migrate_incoming_qmp(to, uri, NULL, "{}");
-    wait_for_serial("src_serial");
-    migrate_ensure_non_converge(from);
-    migrate_prepare_for_dirty_mem(from);
-    migrate_qmp(from, to, uri, NULL, "{}");
-    migrate_wait_for_dirty_mem(from, to);
-    migrate_ensure_converge(from);
-    wait_for_migration_complete(from);
-    wait_for_migration_complete(to);
     split_check_main_host_at_start(&t, to);
 
     /* The sub-host goes away before the guest could page anything in */
@@ -1534,10 +1539,10 @@ static void split_wait_status(QTestState *who, const char *want,
  */
 static void split_test_place_failed(const char *inject, bool recovers)
 {
-    g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
     SplitTest t = {
         .nsubhosts = 1,
         .budget = SPLIT_BUDGET,
+        .inject = inject,
     };
     MigrateStart args = {
         .opts_target = "-S",
@@ -1547,23 +1552,9 @@ static void split_test_place_failed(const char *inject, bool recovers)
     QDict *ev, *data;
 
     split_test_start_subhosts(&t, 256 * 1024 * 1024);
-    g_setenv("SPLIT_PAGER_INJECT", inject, true);
-    if (migrate_start(&from, &to, "defer", &args)) {
-        g_unsetenv("SPLIT_PAGER_INJECT");
-        split_test_cleanup(&t);
+    if (!split_migrate_to_paused(&t, &args, &from, &to)) {
         return;
     }
-    g_unsetenv("SPLIT_PAGER_INJECT");
-    split_setup(&t, from, to);
-    migrate_incoming_qmp(to, uri, NULL, "{}");
-    wait_for_serial("src_serial");
-    migrate_ensure_non_converge(from);
-    migrate_prepare_for_dirty_mem(from);
-    migrate_qmp(from, to, uri, NULL, "{}");
-    migrate_wait_for_dirty_mem(from, to);
-    migrate_ensure_converge(from);
-    wait_for_migration_complete(from);
-    wait_for_migration_complete(to);
 
     qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
     ev = qtest_qmp_eventwait_ref(to, "SPLIT_PAGE_IN_FAILED");
@@ -1692,7 +1683,6 @@ static void split_memcg_leave(const char *dir, pid_t pid, bool v1)
  */
 static void test_split_pager_memcg(void)
 {
-    g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
     g_autofree char *cg = NULL;
     SplitTest t = {
         .nsubhosts = 1,
@@ -1707,20 +1697,9 @@ static void test_split_pager_memcg(void)
     bool v1;
 
     split_test_start_subhosts(&t, 256 * 1024 * 1024);
-    if (migrate_start(&from, &to, "defer", &args)) {
-        split_test_cleanup(&t);
+    if (!split_migrate_to_paused(&t, &args, &from, &to)) {
         return;
     }
-    split_setup(&t, from, to);
-    migrate_incoming_qmp(to, uri, NULL, "{}");
-    wait_for_serial("src_serial");
-    migrate_ensure_non_converge(from);
-    migrate_prepare_for_dirty_mem(from);
-    migrate_qmp(from, to, uri, NULL, "{}");
-    migrate_wait_for_dirty_mem(from, to);
-    migrate_ensure_converge(from);
-    wait_for_migration_complete(from);
-    wait_for_migration_complete(to);
 
     /*
      * Charges made before the move stay where they were: the cgroup
