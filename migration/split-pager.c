@@ -660,11 +660,14 @@ static void split_pagein_done(void *opaque, const GError *gerr)
 
         split_pager_subhost_lost(pg, pi->k, gerr->message);
         for (i = 0; i < pi->pl.npages; i++) {
-            qatomic_set(&pg->state[pi->pl.first + i],
-                        qatomic_read(&pg->state[pi->pl.first + i]) |
-                        SPLIT_PAGE_DISCARDED);
-            qatomic_dec(&pg->si->sub[pi->k].remaining);
-            qatomic_inc(&pg->unused);
+            uint8_t st = qatomic_read(&pg->state[pi->pl.first + i]);
+
+            if (!(st & SPLIT_PAGE_DISCARDED)) {     /* counted already */
+                qatomic_set(&pg->state[pi->pl.first + i],
+                            st | SPLIT_PAGE_DISCARDED);
+                qatomic_dec(&pg->si->sub[pi->k].remaining);
+                qatomic_inc(&pg->unused);
+            }
         }
         split_place(pg, &pi->pl, pi->pl.buf);
     } else if (gerr) {
@@ -932,7 +935,12 @@ static void split_pager_fault(SplitPager *pg, uint64_t addr)
         return;
     }
     g = b->first_page + (addr - (uintptr_t)b->rb->host) / pg->page_size;
-    if (split_memcg_full(pg, b, g, false)) {
+    /*
+     * While the device state loads, the faulting thread holds the BQL:
+     * it must not wait for memory that only the monitor could give back.
+     */
+    if (qatomic_read(&pg->load_state) == SPLIT_LOAD_MAY_RUN &&
+        split_memcg_full(pg, b, g, false)) {
         /* The faulting thread waits: no claim, no wake */
         g_array_append_val(pg->memcg_waiting, addr);
         return;
@@ -962,11 +970,8 @@ static void split_pager_fault(SplitPager *pg, uint64_t addr)
                               (uint64_t)pl.npages * pg->page_size,
                               pi->pl.buf, FCTRANS_SUBHOST_REQ_URGENT,
                               split_pagein_done, pi, &gerr)) {
-        /* The pages stay claimed: their faults wait for the lost host */
-        qatomic_inc(&pg->blocked);
-        split_pager_subhost_lost(pg, pi->k, gerr->message);
-        g_free(pi->pl.buf);
-        g_free(pi);
+        /* As a read that failed: zeros while loading, else the faults wait */
+        split_pagein_done(pi, gerr);
     }
 }
 
@@ -1109,6 +1114,18 @@ bool split_pager_probe_block(RAMBlock *rb, Error **errp)
 #define SPLIT_PM_SWAPPED        (1ULL << 62)
 
 /*
+ * Page @p + @i, entry @i of @pm: mapped here, swapped out, or received.
+ * A received page of shared (memfd) RAM may sit in the page cache with no
+ * mapping in this process, where pagemap does not see it.
+ */
+static bool split_populated(RAMBlock *rb, const uint64_t *pm, uint64_t p,
+                            uint64_t i)
+{
+    return (pm[i] & (SPLIT_PM_PRESENT | SPLIT_PM_SWAPPED)) ||
+           (rb->receivedmap && test_bit(p + i, rb->receivedmap));
+}
+
+/*
  * Drop the populated pages among @run pages from @p of @b, as
  * /proc/self/pagemap tells (@pagemap_fd): present or swapped out. Those
  * are the pages this host received (RAM sent here before the page moved,
@@ -1141,11 +1158,10 @@ static bool split_drop_populated(SplitPager *pg, int pagemap_fd,
         while (i < n) {
             uint64_t j;
 
-            while (i < n && !(pm[i] & (SPLIT_PM_PRESENT | SPLIT_PM_SWAPPED))) {
+            while (i < n && !split_populated(rb, pm, p, i)) {
                 i++;
             }
-            for (j = i; j < n && (pm[j] & (SPLIT_PM_PRESENT |
-                                           SPLIT_PM_SWAPPED)); j++) {
+            for (j = i; j < n && split_populated(rb, pm, p, j); j++) {
                 /* the populated run i .. j - 1 */
             }
             if (j > i) {
@@ -1357,12 +1373,6 @@ int split_ram_discard(RAMBlock *rb, ram_addr_t offset, size_t length)
     trims = g_array_new(false, false, sizeof(SplitTrimRun));
     trace_split_pager_discard(rb->idstr, offset, length);
 
-    /*
-     * The discard itself runs with the lock held too: a placement between
-     * the pager's update and the discard would leave a page marked present
-     * that is not there. No deadlock: the userfaultfd asks for no REMOVE
-     * events, so the discard never waits for the fault thread.
-     */
     g_rw_lock_writer_lock(&pg->place_lock);
     for (g = first; g < end; g++) {
         uint8_t s = qatomic_read(&pg->state[g]);
@@ -1397,8 +1407,15 @@ int split_ram_discard(RAMBlock *rb, ram_addr_t offset, size_t length)
             run = (SplitTrimRun) { .k = k, .first = g, .n = 1 };
         }
     }
-    ret = ram_block_discard_range(rb, offset, length);
     g_rw_lock_writer_unlock(&pg->place_lock);
+    /*
+     * Not under the lock: a placement may sleep (in a memory cgroup's
+     * charge) and this caller holds the BQL. A page placed between the
+     * update and the discard got zeros (it is flagged discarded) or is a
+     * late message's; if the discard drops it, its next fault finds it
+     * marked present and gets a zero page, which is what a discard means.
+     */
+    ret = ram_block_discard_range(rb, offset, length);
     if (run.n) {
         g_array_append_val(trims, run);
     }
