@@ -24,6 +24,8 @@ typedef enum {
     FCTRANS_ERROR_IO,           /* I/O or network failure */
     FCTRANS_ERROR_NOSPACE,      /* out of capacity */
     FCTRANS_ERROR_DENIED,       /* refused by a peer (TLS, export) */
+    FCTRANS_ERROR_MISMATCH,     /* a peer holds other data than expected */
+    FCTRANS_ERROR_CANCELLED,    /* the caller cancelled the wait */
 } FctransError;
 
 /*

@@ -3,6 +3,11 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
+ * The request side of the channel: lanes and their threads, submission,
+ * completion, capacity accounting, reconnection and statistics. The
+ * configuration checks are in subhost-config.c, making and checking the
+ * connections in subhost-conn.c (see subhost-internal.h).
+ *
  * Design notes (see subhost.h for the contract):
  *
  * - Each lane is one libnbd handle driven by one thread of ours that polls
@@ -23,7 +28,9 @@
  *   shut down too, every request in flight completes with an error, and
  *   the caller sees one consistent failure.
  */
-#include "subhost.h"
+#include "subhost-internal.h"
+#include "bitmap.h"
+#include "histogram.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,45 +41,36 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <libnbd.h>
 
-#define SUBHOST_DEFAULT_PAGE_SIZE       4096
-#define SUBHOST_DEFAULT_CONNECT_MS      10000
-#define SUBHOST_DEFAULT_REQUEST_MS      60000
 /* How long close() lets an idle connection say goodbye (NBD_CMD_DISC). */
 #define SUBHOST_DISCONNECT_MS           1000
-/* QEMU's tls-creds-psk uses this identity when none is given. */
-#define SUBHOST_DEFAULT_PSK_USERNAME    "qemu"
-
-enum {
-    LANE_URGENT,
-    LANE_BULK,
-    LANE__MAX,
-};
-
-/*
- * Latency histogram: 16 linear sub-buckets per power of two, so that a
- * percentile is within 1/16 (6.25%) of the true value, over the whole
- * uint64_t range, in under 8 KiB per operation.
- */
-#define HIST_SUB_BITS   4
-#define HIST_SUB        (1u << HIST_SUB_BITS)
-#define HIST_BUCKETS    ((64 - HIST_SUB_BITS + 1) * HIST_SUB)
 
 typedef struct SubhostOpCounters {
     uint64_t requests;
     uint64_t bytes;
     uint64_t errors;
-    uint64_t lat_sum_ns;
-    uint64_t lat_max_ns;
-    uint64_t hist[HIST_BUCKETS];
+    FctransHist lat;            /* ns, successful requests */
 } SubhostOpCounters;
 
 typedef struct SubhostLane SubhostLane;
 typedef struct SubhostReq SubhostReq;
+
+/*
+ * A flush: one NBD_CMD_FLUSH per lane (each a SubhostReq pointing here),
+ * completed once the last lane's completed. It counts as one request in
+ * flight, and in the statistics.
+ */
+typedef struct SubhostFlush {
+    unsigned pending;           /* atomic: lanes not yet completed */
+    GError *err;                /* atomic: the first lane's error */
+    FctransSubhostDone *done;
+    void *opaque;
+    int64_t start_ns;
+    bool sync;
+} SubhostFlush;
 
 struct SubhostReq {
     SubhostLane *lane;
@@ -83,6 +81,8 @@ struct SubhostReq {
     void *opaque;
     int64_t start_ns;
     int error;                  /* errno from libnbd; 0 = success */
+    char *why;                  /* with error: it could not be sent */
+    SubhostFlush *flush;        /* a lane's part of this flush, or NULL */
     bool sync;                  /* done() runs once no longer in flight */
     SubhostReq *prev, *next;    /* in the lane's in-flight or done list */
 };
@@ -108,22 +108,11 @@ struct SubhostLane {
 };
 
 struct FctransSubhost {
-    char *id;
-    char *uri;
-    char *x509_dir;
-    char *psk_file;
-    char *username;
-    bool unix_socket;
-    uint64_t min_size;
-    uint32_t page_size;
-    unsigned page_shift;
-    unsigned lanes_wanted;
-    unsigned connect_timeout_ms;
-    unsigned request_timeout_ms;
+    SubhostParams p;
 
     uint64_t export_size;
     unsigned nlanes;
-    SubhostLane lane[LANE__MAX];
+    SubhostLane lane[SUBHOST_LANES];
 
     /*
      * Submitters hold it for reading while they touch a lane's handle;
@@ -136,6 +125,7 @@ struct FctransSubhost {
     /* Set (with failure) on the first lane failure; atomic for readers. */
     int failed;
     int closing;
+    int shut_down;              /* atomic: fctrans_subhost_shutdown() */
     pthread_mutex_t fail_lock;
     char *failure;
 
@@ -174,19 +164,12 @@ static const char *const op_names[FCTRANS_SUBHOST_OP__MAX] = {
     [FCTRANS_SUBHOST_OP_READ] = "read",
     [FCTRANS_SUBHOST_OP_WRITE] = "write",
     [FCTRANS_SUBHOST_OP_TRIM] = "trim",
+    [FCTRANS_SUBHOST_OP_FLUSH] = "flush",
 };
 
 const char *fctrans_subhost_op_name(FctransSubhostOp op)
 {
     return op < FCTRANS_SUBHOST_OP__MAX ? op_names[op] : "?";
-}
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static void stat_add(uint64_t *p, uint64_t v)
@@ -199,138 +182,18 @@ static uint64_t stat_get(const uint64_t *p)
     return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
 
-static void stat_max(uint64_t *p, uint64_t v)
-{
-    uint64_t cur = __atomic_load_n(p, __ATOMIC_RELAXED);
-
-    while (v > cur &&
-           !__atomic_compare_exchange_n(p, &cur, v, true, __ATOMIC_RELAXED,
-                                        __ATOMIC_RELAXED)) {
-        /* cur was reloaded */
-    }
-}
-
-/* libnbd prefixes messages with the API call: "nbd_aio_notify_read: " */
-static const char *nbd_error_text(const char *msg)
-{
-    const char *p;
-
-    if (!msg) {
-        return "unknown error";
-    }
-    p = strstr(msg, ": ");
-    if (g_str_has_prefix(msg, "nbd_") && p) {
-        return p + 2;
-    }
-    return msg;
-}
-
-/* Latency histogram */
-
-static unsigned hist_index(uint64_t v)
-{
-    unsigned msb, shift;
-
-    if (v < HIST_SUB) {
-        return v;
-    }
-    msb = 63 - __builtin_clzll(v);
-    shift = msb - HIST_SUB_BITS;
-    return (shift + 1) * HIST_SUB + ((v >> shift) & (HIST_SUB - 1));
-}
-
-/* Middle of the range of values that land in bucket @i. */
-static uint64_t hist_value(unsigned i)
-{
-    unsigned shift;
-    uint64_t low;
-
-    if (i < HIST_SUB) {
-        return i;
-    }
-    shift = i / HIST_SUB - 1;
-    low = (uint64_t)(HIST_SUB + i % HIST_SUB) << shift;
-    return low + ((1ull << shift) >> 1);
-}
-
-static uint64_t hist_percentile(const uint64_t *hist, uint64_t total,
-                                unsigned permille)
-{
-    uint64_t rank, seen = 0;
-    unsigned i;
-
-    if (!total) {
-        return 0;
-    }
-    /* The smallest value with at least permille/1000 of samples <= it. */
-    rank = (total * permille + 999) / 1000;
-    if (!rank) {
-        rank = 1;
-    }
-    for (i = 0; i < HIST_BUCKETS; i++) {
-        seen += stat_get(&hist[i]);
-        if (seen >= rank) {
-            return hist_value(i);
-        }
-    }
-    return hist_value(HIST_BUCKETS - 1);
-}
-
 /* Capacity accounting */
-
-#define BITS_PER_WORD   (8 * sizeof(unsigned long))
-
-/* Mask of the bits of pages [first, first + span) in their word. */
-static unsigned long bitmap_mask(uint64_t first, unsigned span)
-{
-    unsigned bit = first % BITS_PER_WORD;
-
-    return span == BITS_PER_WORD ? ~0ul : ((1ul << span) - 1) << bit;
-}
-
-/*
- * Pages [first, first + n): with @set, set them in @map; without, clear
- * those that are not set in @keep (NULL: clear them all). Returns how
- * many bits changed; with @dry_run, only count them.
- */
-static uint64_t bitmap_update(unsigned long *map, const unsigned long *keep,
-                              uint64_t first, uint64_t n, bool set,
-                              bool dry_run)
-{
-    uint64_t changed = 0;
-
-    while (n) {
-        uint64_t word = first / BITS_PER_WORD;
-        unsigned span = MIN(n, BITS_PER_WORD - first % BITS_PER_WORD);
-        unsigned long mask = bitmap_mask(first, span);
-        unsigned long flip;
-
-        if (set) {
-            flip = ~map[word] & mask;
-        } else {
-            flip = map[word] & mask & (keep ? ~keep[word] : ~0ul);
-        }
-        changed += __builtin_popcountl(flip);
-        if (!dry_run) {
-            map[word] ^= flip;
-        }
-        first += span;
-        n -= span;
-    }
-    return changed;
-}
 
 /* Reserve the pages a write is about to place; before it is sent. */
 static bool subhost_charge(FctransSubhost *sh, uint64_t offset, size_t len,
                            GError **errp)
 {
-    uint64_t first = offset >> sh->page_shift;
-    uint64_t n = len >> sh->page_shift;
+    uint64_t first = offset >> sh->p.page_shift;
+    uint64_t n = len >> sh->p.page_shift;
     uint64_t fresh;
 
     pthread_mutex_lock(&sh->acct_lock);
-    fresh = bitmap_update(sh->held, NULL, first, n, true, true)
-            << sh->page_shift;
+    fresh = (n - fctrans_bitmap_count(sh->held, first, n)) << sh->p.page_shift;
     if (sh->used + fresh > sh->capacity) {
         uint64_t used = sh->used;
 
@@ -339,11 +202,11 @@ static bool subhost_charge(FctransSubhost *sh, uint64_t offset, size_t len,
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_NOSPACE,
                     "sub-host %s: out of capacity: %" PRIu64 " of %" PRIu64
                     " bytes used, write of %" PRIu64 " new bytes at 0x%"
-                    PRIx64 " refused", sh->id, used, sh->capacity, fresh,
+                    PRIx64 " refused", sh->p.id, used, sh->capacity, fresh,
                     offset);
         return false;
     }
-    bitmap_update(sh->held, NULL, first, n, true, false);
+    fctrans_bitmap_set_range(sh->held, first, n);
     sh->used += fresh;
     pthread_mutex_unlock(&sh->acct_lock);
     return true;
@@ -359,15 +222,16 @@ static bool subhost_charge(FctransSubhost *sh, uint64_t offset, size_t len,
 static void subhost_write_settled(FctransSubhost *sh, uint64_t offset,
                                   size_t len, bool ok)
 {
-    uint64_t first = offset >> sh->page_shift;
-    uint64_t n = len >> sh->page_shift;
+    uint64_t first = offset >> sh->p.page_shift;
+    uint64_t n = len >> sh->p.page_shift;
 
     pthread_mutex_lock(&sh->acct_lock);
     if (ok) {
-        bitmap_update(sh->stored, NULL, first, n, true, false);
+        fctrans_bitmap_set_range(sh->stored, first, n);
     } else {
-        sh->used -= bitmap_update(sh->held, sh->stored, first, n, false,
-                                  false) << sh->page_shift;
+        sh->used -= fctrans_bitmap_clear_range_except(sh->held, sh->stored,
+                                                      first, n)
+                    << sh->p.page_shift;
     }
     pthread_mutex_unlock(&sh->acct_lock);
 }
@@ -375,26 +239,26 @@ static void subhost_write_settled(FctransSubhost *sh, uint64_t offset,
 /* A trim was acknowledged: the pages are gone from the server. */
 static void subhost_uncharge(FctransSubhost *sh, uint64_t offset, size_t len)
 {
-    uint64_t first = offset >> sh->page_shift;
-    uint64_t n = len >> sh->page_shift;
+    uint64_t first = offset >> sh->p.page_shift;
+    uint64_t n = len >> sh->p.page_shift;
 
     pthread_mutex_lock(&sh->acct_lock);
-    bitmap_update(sh->stored, NULL, first, n, false, false);
-    sh->used -= bitmap_update(sh->held, NULL, first, n, false, false)
-                << sh->page_shift;
+    fctrans_bitmap_clear_range(sh->stored, first, n);
+    sh->used -= fctrans_bitmap_clear_range(sh->held, first, n)
+                << sh->p.page_shift;
     pthread_mutex_unlock(&sh->acct_lock);
 }
 
 bool fctrans_subhost_page_stored(FctransSubhost *sh, uint64_t offset)
 {
-    uint64_t page = offset >> sh->page_shift;
+    uint64_t page = offset >> sh->p.page_shift;
     bool ret;
 
     if (page >= sh->npages) {
         return false;
     }
     pthread_mutex_lock(&sh->acct_lock);
-    ret = sh->stored[page / BITS_PER_WORD] & (1ul << (page % BITS_PER_WORD));
+    ret = fctrans_bitmap_test(sh->stored, page);
     pthread_mutex_unlock(&sh->acct_lock);
     return ret;
 }
@@ -538,41 +402,44 @@ static GError *subhost_request_error(FctransSubhost *sh, SubhostReq *req)
         code = FCTRANS_ERROR_IO;
         break;
     }
+    if (req->why) {
+        /* It never reached libnbd: the reason is ours. */
+        g_free(why);
+        why = g_strdup(req->why);
+        code = FCTRANS_ERROR_IO;
+    }
+    if (req->flush) {
+        return g_error_new(FCTRANS_ERROR, code,
+                           "sub-host %s: flush on the %s lane failed: %s",
+                           sh->p.id, req->lane->name, why);
+    }
     return g_error_new(FCTRANS_ERROR, code,
                        "sub-host %s: %s of %zu bytes at 0x%" PRIx64
-                       " failed: %s", sh->id, op_names[req->op], req->len,
+                       " failed: %s", sh->p.id, op_names[req->op], req->len,
                        req->offset, why);
 }
 
-static void subhost_complete(FctransSubhost *sh, SubhostReq *req)
+/*
+ * A request completed (@err: NULL on success; ours to free): count it,
+ * run its callback, and let it stop counting as in flight.
+ */
+static void subhost_finish(FctransSubhost *sh, FctransSubhostOp op,
+                           size_t len, int64_t start_ns, GError *err,
+                           FctransSubhostDone *done, void *opaque, bool sync)
 {
-    SubhostOpCounters *c = &sh->ops[req->op];
-    uint64_t lat = now_ns() - req->start_ns;
-    FctransSubhostDone *done;
-    GError *err = NULL;
-    void *opaque;
-    bool sync;
+    SubhostOpCounters *c = &sh->ops[op];
+    uint64_t lat = subhost_now_ns() - start_ns;
 
     stat_add(&c->requests, 1);
-    if (req->error) {
-        err = subhost_request_error(sh, req);
+    if (err) {
         stat_add(&c->errors, 1);
     } else {
-        stat_add(&c->bytes, req->len);
-        stat_add(&c->lat_sum_ns, lat);
-        stat_max(&c->lat_max_ns, lat);
-        stat_add(&c->hist[hist_index(lat)], 1);
-        if (req->op == FCTRANS_SUBHOST_OP_TRIM) {
-            subhost_uncharge(sh, req->offset, req->len);
-        }
-    }
-    /* Settled before the callback runs: it may look, or write again. */
-    if (req->op == FCTRANS_SUBHOST_OP_WRITE) {
-        subhost_write_settled(sh, req->offset, req->len, !req->error);
+        stat_add(&c->bytes, len);
+        fctrans_hist_record(&c->lat, lat);
     }
 
-    if (!req->sync) {
-        req->done(req->opaque, err);
+    if (!sync) {
+        done(opaque, err);
     }
     if (err) {
         pthread_mutex_lock(&sh->drain_lock);
@@ -581,10 +448,6 @@ static void subhost_complete(FctransSubhost *sh, SubhostReq *req)
         }
         pthread_mutex_unlock(&sh->drain_lock);
     }
-    done = req->done;
-    opaque = req->opaque;
-    sync = req->sync;
-    g_free(req);
     subhost_request_finished(sh);
     if (sync) {
         /*
@@ -594,6 +457,54 @@ static void subhost_complete(FctransSubhost *sh, SubhostReq *req)
         done(opaque, err);
     }
     g_clear_error(&err);
+}
+
+/* A lane's flush completed; the last one completes the whole flush. */
+static void subhost_flush_lane_done(FctransSubhost *sh, SubhostReq *req)
+{
+    SubhostFlush *f = req->flush;
+
+    if (req->error) {
+        GError *err = subhost_request_error(sh, req);
+        GError *none = NULL;
+
+        if (!__atomic_compare_exchange_n(&f->err, &none, err, false,
+                                         __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE)) {
+            g_error_free(err);
+        }
+    }
+    g_free(req->why);
+    g_free(req);
+    if (__atomic_sub_fetch(&f->pending, 1, __ATOMIC_ACQ_REL)) {
+        return;
+    }
+    subhost_finish(sh, FCTRANS_SUBHOST_OP_FLUSH, 0, f->start_ns,
+                   __atomic_load_n(&f->err, __ATOMIC_ACQUIRE), f->done,
+                   f->opaque, f->sync);
+    g_free(f);
+}
+
+static void subhost_complete(FctransSubhost *sh, SubhostReq *req)
+{
+    GError *err = NULL;
+
+    if (req->flush) {
+        subhost_flush_lane_done(sh, req);
+        return;
+    }
+    if (req->error) {
+        err = subhost_request_error(sh, req);
+    } else if (req->op == FCTRANS_SUBHOST_OP_TRIM) {
+        subhost_uncharge(sh, req->offset, req->len);
+    }
+    /* Settled before the callback runs: it may look, or write again. */
+    if (req->op == FCTRANS_SUBHOST_OP_WRITE) {
+        subhost_write_settled(sh, req->offset, req->len, !req->error);
+    }
+    subhost_finish(sh, req->op, req->len, req->start_ns, err, req->done,
+                   req->opaque, req->sync);
+    g_free(req);
 }
 
 /* Run the callbacks of completed requests; lane thread only. */
@@ -636,7 +547,7 @@ static int subhost_nbd_done(void *user_data, int *error)
          */
         const char *msg = nbd_get_error();
 
-        subhost_fail(lane->sh, nbd_error_text(msg));
+        subhost_fail(lane->sh, subhost_nbd_error_text(msg));
     }
     pthread_mutex_lock(&lane->lock);
     list_remove(&lane->in_flight, req);
@@ -659,7 +570,7 @@ static bool lane_nbd_finished(SubhostLane *lane)
 static int lane_poll_timeout(SubhostLane *lane, int64_t now)
 {
     FctransSubhost *sh = lane->sh;
-    int64_t timeout_ns = (int64_t)sh->request_timeout_ms * 1000000;
+    int64_t timeout_ns = (int64_t)sh->p.request_timeout_ms * 1000000;
     int64_t wait_ns = timeout_ns;
 
     pthread_mutex_lock(&lane->lock);
@@ -685,7 +596,7 @@ static int lane_poll_timeout(SubhostLane *lane, int64_t now)
 static void lane_check_timeouts(SubhostLane *lane, int64_t now)
 {
     FctransSubhost *sh = lane->sh;
-    int64_t timeout_ns = (int64_t)sh->request_timeout_ms * 1000000;
+    int64_t timeout_ns = (int64_t)sh->p.request_timeout_ms * 1000000;
     bool expired = false, disconnect_expired = false;
     g_autofree char *why = NULL;
 
@@ -695,10 +606,16 @@ static void lane_check_timeouts(SubhostLane *lane, int64_t now)
         SubhostReq *r = lane->in_flight.head;
 
         expired = true;
-        why = g_strdup_printf("no reply from the server on the %s lane for "
-                              "%u ms (%s at 0x%" PRIx64 ")", lane->name,
-                              sh->request_timeout_ms, op_names[r->op],
-                              r->offset);
+        if (r->flush) {
+            why = g_strdup_printf("no reply from the server on the %s lane "
+                                  "for %u ms (flush)", lane->name,
+                                  sh->p.request_timeout_ms);
+        } else {
+            why = g_strdup_printf("no reply from the server on the %s lane "
+                                  "for %u ms (%s at 0x%" PRIx64 ")",
+                                  lane->name, sh->p.request_timeout_ms,
+                                  op_names[r->op], r->offset);
+        }
     }
     if (lane->disconnecting && now >= lane->disconnect_deadline_ns) {
         disconnect_expired = true;
@@ -742,7 +659,7 @@ static gpointer lane_thread(gpointer opaque)
         pfd[1].events = POLLIN;
         pfd[1].revents = 0;
 
-        r = poll(pfd, 2, lane_poll_timeout(lane, now_ns()));
+        r = poll(pfd, 2, lane_poll_timeout(lane, subhost_now_ns()));
         if (r < 0 && errno != EINTR) {
             g_autofree char *why = g_strdup_printf("poll: %s",
                                                    g_strerror(errno));
@@ -780,7 +697,7 @@ static gpointer lane_thread(gpointer opaque)
                 const char *msg = nbd_get_error();
 
                 /* Never leave a handle in a state we could spin on. */
-                subhost_fail(sh, nbd_error_text(msg));
+                subhost_fail(sh, subhost_nbd_error_text(msg));
             }
         }
         if (lane_nbd_finished(lane)) {
@@ -794,289 +711,13 @@ static gpointer lane_thread(gpointer opaque)
             }
         }
         lane_deliver(lane);
-        lane_check_timeouts(lane, now_ns());
+        lane_check_timeouts(lane, subhost_now_ns());
         if (lane_nbd_finished(lane) && lane_idle_and_failed(lane)) {
             break;
         }
     }
     current_lane = NULL;
     return NULL;
-}
-
-/* Connecting */
-
-/*
- * Turn a libnbd failure to connect into an error: IO when the server
- * could not be reached or the connection broke, DENIED when the server
- * refused us (TLS handshake, TLS policy, no such export).
- */
-static int subhost_connect_error_code(const char *msg, int e)
-{
-    /* libnbd names the failing step: resolving or connecting the socket */
-    if (msg && (strstr(msg, "connect: ") || strstr(msg, "getaddrinfo"))) {
-        return FCTRANS_ERROR_IO;
-    }
-    /*
-     * Past the TCP connection, a TLS failure is the server refusing our
-     * credentials (with TLS 1.3 a refused client certificate shows up
-     * only on the first record, often as a reset connection).
-     */
-    if (msg && strstr(msg, "gnutls_")) {
-        return FCTRANS_ERROR_DENIED;
-    }
-    switch (e) {
-    case ECONNREFUSED:
-    case EHOSTUNREACH:
-    case EHOSTDOWN:
-    case ENETUNREACH:
-    case ENETDOWN:
-    case ETIMEDOUT:
-    case EADDRNOTAVAIL:
-    case ECONNRESET:
-    case ECONNABORTED:
-    case EPIPE:
-        return FCTRANS_ERROR_IO;
-    }
-    if (msg && strstr(msg, "disconnected")) {
-        return FCTRANS_ERROR_IO;
-    }
-    /* The server refused the handshake: TLS policy, no such export */
-    return FCTRANS_ERROR_DENIED;
-}
-
-static void subhost_connect_error(FctransSubhost *sh, const char *lane,
-                                  GError **errp)
-{
-    const char *msg = nbd_get_error();
-    int e = nbd_get_errno();
-    int code = subhost_connect_error_code(msg, e);
-    bool tls = msg && strstr(msg, "gnutls_");
-
-    g_set_error(errp, FCTRANS_ERROR, code,
-                "sub-host %s: cannot connect to %s (%s lane): %s%s", sh->id,
-                sh->uri, lane,
-                msg ? nbd_error_text(msg) : g_strerror(e ? e : EIO),
-                code == FCTRANS_ERROR_DENIED && tls ?
-                " (TLS handshake refused: are these credentials the ones "
-                "the export was given for this VM?)" : "");
-}
-
-static struct nbd_handle *subhost_nbd_new(FctransSubhost *sh,
-                                          const char *lane, GError **errp)
-{
-    struct nbd_handle *nbd = nbd_create();
-    g_autofree char *name = g_strdup_printf("%s-%s", sh->id, lane);
-    bool tls = sh->x509_dir || sh->psk_file;
-    int ok = 0;
-
-    if (!nbd) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_FAILED,
-                    "sub-host %s: nbd_create: %s", sh->id, nbd_get_error());
-        return NULL;
-    }
-    ok |= nbd_set_handle_name(nbd, name);
-    /* Credentials come from the configuration only, never from the URI. */
-    ok |= nbd_set_uri_allow_local_file(nbd, false);
-    ok |= nbd_set_uri_allow_tls(nbd, tls ? LIBNBD_TLS_ALLOW
-                                         : LIBNBD_TLS_DISABLE);
-    ok |= nbd_set_tls(nbd, tls ? LIBNBD_TLS_REQUIRE : LIBNBD_TLS_DISABLE);
-    if (sh->x509_dir) {
-        ok |= nbd_set_tls_certificates(nbd, sh->x509_dir);
-        ok |= nbd_set_tls_verify_peer(nbd, true);
-#ifdef LIBNBD_HAVE_NBD_SET_TLS_HOSTNAME
-        if (sh->unix_socket) {
-            /* Unix sockets have no host name to check the certificate by */
-            ok |= nbd_set_tls_hostname(nbd, "localhost");
-        }
-#endif
-    }
-    if (sh->psk_file) {
-        ok |= nbd_set_tls_psk_file(nbd, sh->psk_file);
-        ok |= nbd_set_tls_username(nbd, sh->username);
-    }
-    if (ok) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
-                    "sub-host %s: %s", sh->id, nbd_get_error());
-        nbd_close(nbd);
-        return NULL;
-    }
-    return nbd;
-}
-
-/* Connect @nbd to the URI, waiting at most the connect timeout. */
-static bool subhost_nbd_connect(FctransSubhost *sh, struct nbd_handle *nbd,
-                                const char *lane, GError **errp)
-{
-    int64_t deadline = now_ns() + (int64_t)sh->connect_timeout_ms * 1000000;
-
-    if (nbd_aio_connect_uri(nbd, sh->uri) == -1) {
-        subhost_connect_error(sh, lane, errp);
-        return false;
-    }
-    while (!nbd_aio_is_ready(nbd)) {
-        unsigned dir;
-        struct pollfd pfd;
-        int64_t left = deadline - now_ns();
-        int r, ret = 0;
-
-        if (nbd_aio_is_dead(nbd) || nbd_aio_is_closed(nbd)) {
-            subhost_connect_error(sh, lane, errp);
-            return false;
-        }
-        if (left <= 0) {
-            g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_IO,
-                        "sub-host %s: cannot connect to %s (%s lane): timed "
-                        "out after %u ms", sh->id, sh->uri, lane,
-                        sh->connect_timeout_ms);
-            return false;
-        }
-        dir = nbd_aio_get_direction(nbd);
-        pfd.fd = nbd_aio_get_fd(nbd);
-        pfd.events = ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
-                     ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
-        pfd.revents = 0;
-        r = poll(&pfd, 1, MAX(1, left / 1000000));
-        if (r < 0 && errno != EINTR) {
-            g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_IO,
-                        "sub-host %s: poll: %s", sh->id, g_strerror(errno));
-            return false;
-        }
-        if (r <= 0) {
-            continue;
-        }
-        if ((pfd.revents & (POLLIN | POLLHUP | POLLERR)) &&
-            (dir & LIBNBD_AIO_DIRECTION_READ)) {
-            ret = nbd_aio_notify_read(nbd);
-        } else if ((pfd.revents & (POLLOUT | POLLHUP | POLLERR)) &&
-                   (dir & LIBNBD_AIO_DIRECTION_WRITE)) {
-            ret = nbd_aio_notify_write(nbd);
-        }
-        if (ret == -1) {
-            subhost_connect_error(sh, lane, errp);
-            return false;
-        }
-    }
-    if ((sh->x509_dir || sh->psk_file) && nbd_get_tls_negotiated(nbd) != 1) {
-        /* libnbd enforces LIBNBD_TLS_REQUIRE; check it anyway. */
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_DENIED,
-                    "sub-host %s: TLS was not negotiated with %s", sh->id,
-                    sh->uri);
-        return false;
-    }
-    return true;
-}
-
-/* Check an export (first lane) or that a further lane sees the same one. */
-static bool subhost_check_export(FctransSubhost *sh, struct nbd_handle *nbd,
-                                 bool first, GError **errp)
-{
-    int64_t size = nbd_get_size(nbd);
-
-    if (size < 0) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_IO,
-                    "sub-host %s: cannot get the export size: %s", sh->id,
-                    nbd_get_error());
-        return false;
-    }
-    if (!first) {
-        if ((uint64_t)size != sh->export_size) {
-            g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_DENIED,
-                        "sub-host %s: export %s changed size from %" PRIu64
-                        " to %" PRId64 " bytes", sh->id, sh->uri,
-                        sh->export_size, size);
-            return false;
-        }
-        return true;
-    }
-    if ((uint64_t)size < sh->min_size) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_DENIED,
-                    "sub-host %s: export %s is %" PRId64 " bytes, smaller "
-                    "than the %" PRIu64 " bytes needed", sh->id, sh->uri,
-                    size, sh->min_size);
-        return false;
-    }
-    if (nbd_is_read_only(nbd) == 1) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_DENIED,
-                    "sub-host %s: export %s is read-only", sh->id, sh->uri);
-        return false;
-    }
-    if (nbd_can_trim(nbd) != 1) {
-        /* Without trim, dropped pages would keep the server's memory. */
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED,
-                    "sub-host %s: export %s does not support trim", sh->id,
-                    sh->uri);
-        return false;
-    }
-    sh->export_size = size;
-    return true;
-}
-
-/* Connect every lane into @nbd[]; on success sh->nlanes is set. */
-static bool subhost_connect_all(FctransSubhost *sh,
-                                struct nbd_handle *nbd[LANE__MAX],
-                                bool reconnect, GError **errp)
-{
-    unsigned want, i;
-
-    for (i = 0; i < LANE__MAX; i++) {
-        nbd[i] = NULL;
-    }
-    nbd[0] = subhost_nbd_new(sh, "urgent", errp);
-    if (!nbd[0] || !subhost_nbd_connect(sh, nbd[0], "urgent", errp) ||
-        !subhost_check_export(sh, nbd[0], !reconnect, errp)) {
-        goto fail;
-    }
-
-    if (reconnect) {
-        want = sh->nlanes;
-    } else if (sh->lanes_wanted) {
-        want = sh->lanes_wanted;
-    } else {
-        want = nbd_can_multi_conn(nbd[0]) == 1 ? 2 : 1;
-    }
-    if (want > 1 && nbd_can_multi_conn(nbd[0]) != 1) {
-        /*
-         * Without multi-conn, a read on one connection need not see a
-         * write acknowledged on another.
-         */
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED,
-                    "sub-host %s: export %s does not allow several "
-                    "connections (no multi-conn); use one lane", sh->id,
-                    sh->uri);
-        goto fail;
-    }
-    for (i = 1; i < want; i++) {
-        GError *err = NULL;
-
-        nbd[i] = subhost_nbd_new(sh, "bulk", errp);
-        if (!nbd[i]) {
-            goto fail;
-        }
-        /* A local error: @errp may be NULL, and we add to the message. */
-        if (!subhost_nbd_connect(sh, nbd[i], "bulk", &err) ||
-            !subhost_check_export(sh, nbd[i], false, &err)) {
-            char *msg = g_strdup_printf("%s (the urgent lane was accepted: "
-                                        "does the server limit clients? "
-                                        "this client needs %u connections)",
-                                        err->message, want);
-
-            g_free(err->message);
-            err->message = msg;
-            g_propagate_error(errp, err);
-            goto fail;
-        }
-    }
-    sh->nlanes = want;
-    return true;
-
-fail:
-    for (i = 0; i < LANE__MAX; i++) {
-        if (nbd[i]) {
-            nbd_close(nbd[i]);
-            nbd[i] = NULL;
-        }
-    }
-    return false;
 }
 
 /*
@@ -1091,7 +732,7 @@ static bool lane_attach(FctransSubhost *sh, SubhostLane *lane,
 
     if (sock < 0) {
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_IO,
-                    "sub-host %s: cannot duplicate the socket: %s", sh->id,
+                    "sub-host %s: cannot duplicate the socket: %s", sh->p.id,
                     g_strerror(errno));
         return false;
     }
@@ -1135,7 +776,7 @@ static void lane_stop(SubhostLane *lane)
  * the sub-host stays failed, every handle is closed and no thread runs.
  */
 static bool subhost_start_lanes(FctransSubhost *sh,
-                                struct nbd_handle *nbd[LANE__MAX],
+                                struct nbd_handle *nbd[SUBHOST_LANES],
                                 GError **errp)
 {
     unsigned i, j;
@@ -1169,152 +810,11 @@ static bool subhost_start_lanes(FctransSubhost *sh,
 
 /* Opening and closing */
 
-static bool subhost_check_uri(const FctransSubhostConfig *cfg, bool tls,
-                              GError **errp)
-{
-    g_autoptr(GUri) uri = g_uri_parse(cfg->uri, G_URI_FLAGS_ENCODED_QUERY,
-                                      NULL);
-    const char *scheme;
-    const char *query;
-
-    if (!uri) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
-                    "sub-host %s: invalid URI '%s'", cfg->id, cfg->uri);
-        return false;
-    }
-    scheme = g_uri_get_scheme(uri);
-    if (strcmp(scheme, "nbd") && strcmp(scheme, "nbds") &&
-        strcmp(scheme, "nbd+unix") && strcmp(scheme, "nbds+unix")) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
-                    "sub-host %s: URI '%s' is not nbd://, nbds://, "
-                    "nbd+unix:// or nbds+unix://", cfg->id, cfg->uri);
-        return false;
-    }
-    if (!tls && g_str_has_prefix(scheme, "nbds")) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
-                    "sub-host %s: URI '%s' asks for TLS but no TLS "
-                    "credentials were given", cfg->id, cfg->uri);
-        return false;
-    }
-#ifndef LIBNBD_HAVE_NBD_SET_TLS_HOSTNAME
-    if (cfg->tls_x509_dir && g_str_has_suffix(scheme, "+unix")) {
-        /*
-         * libnbd before 1.22 checks the server's certificate only when it
-         * has a host name, which Unix sockets lack: fail closed.
-         */
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED,
-                    "sub-host %s: this libnbd cannot verify the server's "
-                    "x509 certificate over a Unix socket (needs libnbd >= "
-                    "1.22): use PSK, or TCP", cfg->id);
-        return false;
-    }
-#endif
-    if (g_uri_get_userinfo(uri)) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
-                    "sub-host %s: URI '%s' must not hold user information: "
-                    "give the PSK identity as tls_username", cfg->id,
-                    cfg->uri);
-        return false;
-    }
-    query = g_uri_get_query(uri);
-    if (query) {
-        g_autoptr(GHashTable) params = g_uri_parse_params(query, -1, "&",
-                                                          G_URI_PARAMS_NONE,
-                                                          NULL);
-        GHashTableIter it;
-        gpointer key;
-
-        if (!params) {
-            g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
-                        "sub-host %s: invalid query in URI '%s'", cfg->id,
-                        cfg->uri);
-            return false;
-        }
-        g_hash_table_iter_init(&it, params);
-        while (g_hash_table_iter_next(&it, &key, NULL)) {
-            if (strcmp(key, "socket")) {
-                g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
-                            "sub-host %s: URI parameter '%s' is not "
-                            "accepted (TLS settings come from the "
-                            "configuration)", cfg->id, (char *)key);
-                return false;
-            }
-        }
-    }
-    return true;
-}
-
-static bool subhost_check_config(const FctransSubhostConfig *cfg,
-                                 GError **errp)
-{
-    const char *id = cfg->id ? cfg->id : "?";
-
-    if (!cfg->id || !*cfg->id || !cfg->uri || !*cfg->uri) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
-                    "sub-host %s: an id and a URI are required", id);
-        return false;
-    }
-    if (cfg->page_size &&
-        (cfg->page_size < 512 || (cfg->page_size & (cfg->page_size - 1)) ||
-         cfg->page_size > FCTRANS_SUBHOST_MAX_REQUEST)) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
-                    "sub-host %s: page size %u is not a power of two "
-                    "between 512 and %u", id, cfg->page_size,
-                    FCTRANS_SUBHOST_MAX_REQUEST);
-        return false;
-    }
-    if (cfg->lanes > LANE__MAX) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
-                    "sub-host %s: %u lanes asked, at most %u", id,
-                    cfg->lanes, LANE__MAX);
-        return false;
-    }
-    if (cfg->tls_x509_dir && cfg->tls_psk_file) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
-                    "sub-host %s: give x509 or PSK credentials, not both",
-                    id);
-        return false;
-    }
-    if (cfg->tls_username && !cfg->tls_psk_file) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
-                    "sub-host %s: a TLS username is only used with PSK", id);
-        return false;
-    }
-    if (cfg->tls_x509_dir &&
-        !g_file_test(cfg->tls_x509_dir, G_FILE_TEST_IS_DIR)) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
-                    "sub-host %s: x509 credentials directory %s not found",
-                    id, cfg->tls_x509_dir);
-        return false;
-    }
-    return subhost_check_uri(cfg, cfg->tls_x509_dir || cfg->tls_psk_file,
-                             errp);
-}
-
-/* A PSK directory (QEMU's tls-creds-psk dir=) means DIR/keys.psk. */
-static char *subhost_psk_path(const char *path, GError **errp)
-{
-    char *file;
-
-    if (!g_file_test(path, G_FILE_TEST_IS_DIR)) {
-        file = g_strdup(path);
-    } else {
-        file = g_build_filename(path, "keys.psk", NULL);
-    }
-    if (!g_file_test(file, G_FILE_TEST_IS_REGULAR)) {
-        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
-                    "PSK file %s not found", file);
-        g_free(file);
-        return NULL;
-    }
-    return file;
-}
-
 static void subhost_free(FctransSubhost *sh)
 {
     unsigned i;
 
-    for (i = 0; i < LANE__MAX; i++) {
+    for (i = 0; i < SUBHOST_LANES; i++) {
         SubhostLane *lane = &sh->lane[i];
 
         lane_stop(lane);
@@ -1333,47 +833,26 @@ static void subhost_free(FctransSubhost *sh)
     g_free(sh->held);
     g_free(sh->stored);
     g_free(sh->failure);
-    g_free(sh->id);
-    g_free(sh->uri);
-    g_free(sh->x509_dir);
-    g_free(sh->psk_file);
-    g_free(sh->username);
+    subhost_params_clear(&sh->p);
     g_free(sh);
 }
 
 FctransSubhost *fctrans_subhost_open(const FctransSubhostConfig *cfg,
                                      GError **errp)
 {
-    static const char *const lane_names[LANE__MAX] = { "urgent", "bulk" };
-    struct nbd_handle *nbd[LANE__MAX];
+    struct nbd_handle *nbd[SUBHOST_LANES];
     pthread_rwlockattr_t rwattr;
+    SubhostExport found;
+    SubhostParams p;
     FctransSubhost *sh;
-    size_t map_bytes;
     unsigned i;
 
-    if (!subhost_check_config(cfg, errp)) {
+    if (!subhost_params_init(&p, cfg, errp)) {
         return NULL;
     }
 
     sh = g_new0(FctransSubhost, 1);
-    sh->id = g_strdup(cfg->id);
-    sh->uri = g_strdup(cfg->uri);
-    sh->x509_dir = g_strdup(cfg->tls_x509_dir);
-    sh->unix_socket = g_str_has_prefix(cfg->uri, "nbd+unix:") ||
-                      g_str_has_prefix(cfg->uri, "nbds+unix:");
-    sh->username = g_strdup(cfg->tls_username ? cfg->tls_username
-                                              : SUBHOST_DEFAULT_PSK_USERNAME);
-    sh->min_size = cfg->min_size;
-    sh->page_size = cfg->page_size ? cfg->page_size
-                                   : SUBHOST_DEFAULT_PAGE_SIZE;
-    sh->page_shift = __builtin_ctz(sh->page_size);
-    sh->lanes_wanted = cfg->lanes;
-    sh->connect_timeout_ms = cfg->connect_timeout_ms ?
-                             cfg->connect_timeout_ms :
-                             SUBHOST_DEFAULT_CONNECT_MS;
-    sh->request_timeout_ms = cfg->request_timeout_ms ?
-                             cfg->request_timeout_ms :
-                             SUBHOST_DEFAULT_REQUEST_MS;
+    sh->p = p;
     /* Prefer the writer: reconnect must not starve behind submitters. */
     pthread_rwlockattr_init(&rwattr);
     pthread_rwlockattr_setkind_np(&rwattr,
@@ -1385,58 +864,47 @@ FctransSubhost *fctrans_subhost_open(const FctransSubhostConfig *cfg,
     pthread_mutex_init(&sh->acct_lock, NULL);
     pthread_mutex_init(&sh->drain_lock, NULL);
     pthread_cond_init(&sh->drain_cond, NULL);
-    for (i = 0; i < LANE__MAX; i++) {
+    for (i = 0; i < SUBHOST_LANES; i++) {
         SubhostLane *lane = &sh->lane[i];
 
         lane->sh = sh;
-        lane->name = lane_names[i];
+        lane->name = subhost_lane_name[i];
         lane->sock = -1;
         lane->wake_fd = -1;
         pthread_mutex_init(&lane->lock, NULL);
     }
-    for (i = 0; i < LANE__MAX; i++) {
+    for (i = 0; i < SUBHOST_LANES; i++) {
         SubhostLane *lane = &sh->lane[i];
 
         lane->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (lane->wake_fd < 0) {
             g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_FAILED,
-                        "sub-host %s: eventfd: %s", sh->id,
+                        "sub-host %s: eventfd: %s", sh->p.id,
                         g_strerror(errno));
             goto fail;
         }
     }
-    if (cfg->tls_psk_file) {
-        g_autoptr(GError) err = NULL;
-
-        sh->psk_file = subhost_psk_path(cfg->tls_psk_file, &err);
-        if (!sh->psk_file) {
-            g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
-                        "sub-host %s: %s", sh->id, err->message);
-            goto fail;
-        }
-    }
-
-    if (!subhost_connect_all(sh, nbd, false, errp)) {
+    if (!subhost_connect_all(&sh->p, NULL, &found, nbd, errp)) {
         goto fail;
     }
+    sh->export_size = found.size;
+    sh->nlanes = found.lanes;
 
-    sh->npages = (sh->export_size + sh->page_size - 1) >> sh->page_shift;
-    map_bytes = MAX(1, (sh->npages + BITS_PER_WORD - 1) / BITS_PER_WORD) *
-                sizeof(unsigned long);
-    sh->held = g_try_malloc0(map_bytes);
-    sh->stored = g_try_malloc0(map_bytes);
+    sh->npages = (sh->export_size + sh->p.page_size - 1) >> sh->p.page_shift;
+    sh->held = fctrans_bitmap_try_new(sh->npages);
+    sh->stored = fctrans_bitmap_try_new(sh->npages);
     if (!sh->held || !sh->stored) {
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_FAILED,
                     "sub-host %s: no memory for the page map of a %" PRIu64
-                    "-byte export", sh->id, sh->export_size);
+                    "-byte export", sh->p.id, sh->export_size);
         for (i = 0; i < sh->nlanes; i++) {
             nbd_close(nbd[i]);
         }
         goto fail;
     }
-    sh->capacity = cfg->capacity ? MIN(cfg->capacity, sh->export_size)
-                                 : sh->export_size;
-    sh->capacity &= ~(uint64_t)(sh->page_size - 1);
+    sh->capacity = sh->p.capacity ? MIN(sh->p.capacity, sh->export_size)
+                                  : sh->export_size;
+    sh->capacity &= ~(uint64_t)(sh->p.page_size - 1);
 
     if (!subhost_start_lanes(sh, nbd, errp)) {
         goto fail;
@@ -1454,7 +922,7 @@ static bool on_channel_thread(FctransSubhost *sh, const char *what,
     if (current_lane) {
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
                     "sub-host %s: %s must not be called from a completion "
-                    "callback", sh->id, what);
+                    "callback", sh->p.id, what);
         return true;
     }
     return false;
@@ -1495,7 +963,7 @@ void fctrans_subhost_close(FctransSubhost *sh)
         lane->failed = true;
         if (idle) {
             lane->disconnecting = true;
-            lane->disconnect_deadline_ns = now_ns() +
+            lane->disconnect_deadline_ns = subhost_now_ns() +
                                            SUBHOST_DISCONNECT_MS * 1000000ll;
         }
         pthread_mutex_unlock(&lane->lock);
@@ -1523,7 +991,7 @@ void fctrans_subhost_close(FctransSubhost *sh)
 
 const char *fctrans_subhost_id(const FctransSubhost *sh)
 {
-    return sh->id;
+    return sh->p.id;
 }
 
 uint64_t fctrans_subhost_export_size(const FctransSubhost *sh)
@@ -1533,7 +1001,7 @@ uint64_t fctrans_subhost_export_size(const FctransSubhost *sh)
 
 uint32_t fctrans_subhost_page_size(const FctransSubhost *sh)
 {
-    return sh->page_size;
+    return sh->p.page_size;
 }
 
 unsigned fctrans_subhost_lanes(const FctransSubhost *sh)
@@ -1550,10 +1018,10 @@ static bool subhost_refuse_failed(FctransSubhost *sh, GError **errp)
     stat_add(&sh->refused, 1);
     if (__atomic_load_n(&sh->closing, __ATOMIC_ACQUIRE)) {
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_IO,
-                    "sub-host %s: the channel is closing", sh->id);
+                    "sub-host %s: the channel is closing", sh->p.id);
     } else {
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_IO,
-                    "sub-host %s: not connected: %s", sh->id, why);
+                    "sub-host %s: not connected: %s", sh->p.id, why);
     }
     return false;
 }
@@ -1573,9 +1041,10 @@ static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
     size_t max = op == FCTRANS_SUBHOST_OP_TRIM ? FCTRANS_SUBHOST_MAX_TRIM
                                                : FCTRANS_SUBHOST_MAX_REQUEST;
 
+    g_assert(op != FCTRANS_SUBHOST_OP_FLUSH);
     if (!done || (!buf && op != FCTRANS_SUBHOST_OP_TRIM) || !len ||
         len > max ||
-        ((offset | len) & (sh->page_size - 1)) ||
+        ((offset | len) & (sh->p.page_size - 1)) ||
         offset > sh->export_size || len > sh->export_size - offset ||
         (flags & ~(FCTRANS_SUBHOST_REQ_URGENT | FCTRANS_SUBHOST_REQ_BULK)) ||
         (flags & FCTRANS_SUBHOST_REQ_URGENT &&
@@ -1584,8 +1053,8 @@ static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
                     "sub-host %s: invalid %s of %zu bytes at 0x%" PRIx64
                     " (page size %u, at most %zu bytes, export %" PRIu64
-                    " bytes, flags 0x%x)", sh->id, op_names[op], len,
-                    offset, sh->page_size, max, sh->export_size, flags);
+                    " bytes, flags 0x%x)", sh->p.id, op_names[op], len,
+                    offset, sh->p.page_size, max, sh->export_size, flags);
         return false;
     }
     if (subhost_is_failed(sh)) {
@@ -1595,11 +1064,12 @@ static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
     if (sh->nlanes == 1) {
         li = 0;
     } else if (flags & FCTRANS_SUBHOST_REQ_URGENT) {
-        li = LANE_URGENT;
+        li = SUBHOST_LANE_URGENT;
     } else if (flags & FCTRANS_SUBHOST_REQ_BULK) {
-        li = LANE_BULK;
+        li = SUBHOST_LANE_BULK;
     } else {
-        li = op == FCTRANS_SUBHOST_OP_READ ? LANE_URGENT : LANE_BULK;
+        li = op == FCTRANS_SUBHOST_OP_READ ? SUBHOST_LANE_URGENT
+                                           : SUBHOST_LANE_BULK;
     }
 
     if (op == FCTRANS_SUBHOST_OP_WRITE &&
@@ -1607,13 +1077,12 @@ static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
         return false;
     }
 
-    req = g_new(SubhostReq, 1);
+    req = g_new0(SubhostReq, 1);
     req->op = op;
     req->offset = offset;
     req->len = len;
     req->done = done;
     req->opaque = opaque;
-    req->error = 0;
     req->sync = sync;
     cb = (nbd_completion_callback) {
         .callback = subhost_nbd_done,
@@ -1631,7 +1100,7 @@ static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
     pthread_mutex_lock(&lane->lock);
     refused = lane->failed;
     if (!refused) {
-        req->start_ns = now_ns();
+        req->start_ns = subhost_now_ns();
         list_append(&lane->in_flight, req);
     }
     pthread_mutex_unlock(&lane->lock);
@@ -1676,8 +1145,8 @@ static bool subhost_submit(FctransSubhost *sh, FctransSubhostOp op,
         stat_add(&sh->refused, 1);
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_IO,
                     "sub-host %s: cannot send %s of %zu bytes at 0x%" PRIx64
-                    ": %s", sh->id, op_names[op], len, offset,
-                    nbd_error_text(msg));
+                    ": %s", sh->p.id, op_names[op], len, offset,
+                    subhost_nbd_error_text(msg));
         return false;
     }
     /*
@@ -1716,6 +1185,109 @@ bool fctrans_subhost_trim(FctransSubhost *sh, uint64_t offset, size_t len,
 {
     return subhost_submit(sh, FCTRANS_SUBHOST_OP_TRIM, offset, len, NULL,
                           flags, done, opaque, false, errp);
+}
+
+/*
+ * A flush goes to every lane. Each lane's part is put on the lane's
+ * in-flight list before any is sent, so that a failed lane refuses the
+ * whole flush before anything reached the server. Once accepted, a part
+ * that libnbd does not take completes with an error through its lane's
+ * done list: the callback still runs once, on a channel thread (the
+ * lane's thread cannot exit while the part is on one of its lists).
+ */
+static bool subhost_submit_flush(FctransSubhost *sh, unsigned flags,
+                                 FctransSubhostDone *done, void *opaque,
+                                 bool sync, GError **errp)
+{
+    SubhostReq *req[SUBHOST_LANES] = { NULL };
+    SubhostFlush *f;
+    unsigned i, j, n;
+
+    if (!done || flags) {
+        stat_add(&sh->refused, 1);
+        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_INVALID,
+                    "sub-host %s: invalid flush (flags 0x%x)", sh->p.id,
+                    flags);
+        return false;
+    }
+    if (subhost_is_failed(sh)) {
+        return subhost_refuse_failed(sh, errp);
+    }
+
+    f = g_new0(SubhostFlush, 1);
+    f->done = done;
+    f->opaque = opaque;
+    f->sync = sync;
+
+    pthread_rwlock_rdlock(&sh->handles_lock);
+    n = sh->nlanes;
+    f->pending = n;
+    f->start_ns = subhost_now_ns();
+    __atomic_add_fetch(&sh->in_flight, 1, __ATOMIC_ACQ_REL);
+    for (i = 0; i < n; i++) {
+        SubhostLane *lane = &sh->lane[i];
+        bool refused;
+
+        req[i] = g_new0(SubhostReq, 1);
+        req[i]->lane = lane;
+        req[i]->op = FCTRANS_SUBHOST_OP_FLUSH;
+        req[i]->flush = f;
+        req[i]->start_ns = f->start_ns;
+        pthread_mutex_lock(&lane->lock);
+        refused = lane->failed;
+        if (!refused) {
+            list_append(&lane->in_flight, req[i]);
+        }
+        pthread_mutex_unlock(&lane->lock);
+        if (refused) {
+            for (j = 0; j < i; j++) {
+                pthread_mutex_lock(&sh->lane[j].lock);
+                list_remove(&sh->lane[j].in_flight, req[j]);
+                pthread_mutex_unlock(&sh->lane[j].lock);
+                lane_wake(&sh->lane[j]);
+            }
+            for (j = 0; j <= i; j++) {
+                g_free(req[j]);
+            }
+            g_free(f);
+            subhost_request_finished(sh);
+            pthread_rwlock_unlock(&sh->handles_lock);
+            return subhost_refuse_failed(sh, errp);
+        }
+    }
+
+    /* Accepted. req[i] may be gone as soon as it was sent. */
+    for (i = 0; i < n; i++) {
+        SubhostLane *lane = &sh->lane[i];
+        nbd_completion_callback cb = {
+            .callback = subhost_nbd_done,
+            .user_data = req[i],
+        };
+
+        if (nbd_aio_flush(lane->nbd, cb, 0) == -1) {
+            const char *msg = subhost_nbd_error_text(nbd_get_error());
+
+            req[i]->error = EIO;
+            req[i]->why = g_strdup_printf("cannot send it: %s", msg);
+            pthread_mutex_lock(&lane->lock);
+            list_remove(&lane->in_flight, req[i]);
+            list_append(&lane->done, req[i]);
+            pthread_mutex_unlock(&lane->lock);
+            lane_wake(lane);
+        } else if (nbd_aio_get_direction(lane->nbd) &
+                   LIBNBD_AIO_DIRECTION_WRITE && current_lane != lane) {
+            lane_wake(lane);
+        }
+    }
+    pthread_rwlock_unlock(&sh->handles_lock);
+    return true;
+}
+
+bool fctrans_subhost_flush(FctransSubhost *sh, unsigned flags,
+                           FctransSubhostDone *done, void *opaque,
+                           GError **errp)
+{
+    return subhost_submit_flush(sh, flags, done, opaque, false, errp);
 }
 
 /* Waiting */
@@ -1778,8 +1350,12 @@ static bool subhost_sync(FctransSubhost *sh, FctransSubhostOp op,
     }
     pthread_mutex_init(&w.lock, NULL);
     pthread_cond_init(&w.cond, NULL);
-    ok = subhost_submit(sh, op, offset, len, buf, 0, sync_done, &w, true,
-                        errp);
+    if (op == FCTRANS_SUBHOST_OP_FLUSH) {
+        ok = subhost_submit_flush(sh, 0, sync_done, &w, true, errp);
+    } else {
+        ok = subhost_submit(sh, op, offset, len, buf, 0, sync_done, &w, true,
+                            errp);
+    }
     if (ok) {
         pthread_mutex_lock(&w.lock);
         while (!w.done) {
@@ -1815,6 +1391,11 @@ bool fctrans_subhost_trim_sync(FctransSubhost *sh, uint64_t offset,
     return subhost_sync(sh, FCTRANS_SUBHOST_OP_TRIM, offset, len, NULL, errp);
 }
 
+bool fctrans_subhost_flush_sync(FctransSubhost *sh, GError **errp)
+{
+    return subhost_sync(sh, FCTRANS_SUBHOST_OP_FLUSH, 0, 0, NULL, errp);
+}
+
 /* Reconnection */
 
 bool fctrans_subhost_is_connected(FctransSubhost *sh)
@@ -1824,9 +1405,10 @@ bool fctrans_subhost_is_connected(FctransSubhost *sh)
 
 bool fctrans_subhost_reconnect(FctransSubhost *sh, GError **errp)
 {
-    struct nbd_handle *nbd[LANE__MAX];
-    unsigned i, nlanes;
+    struct nbd_handle *nbd[SUBHOST_LANES];
+    SubhostExport expect, found;
     bool ok = false;
+    unsigned i;
 
     if (on_channel_thread(sh, "reconnect", errp)) {
         return false;
@@ -1834,7 +1416,14 @@ bool fctrans_subhost_reconnect(FctransSubhost *sh, GError **errp)
     pthread_mutex_lock(&sh->reconnect_lock);
     if (__atomic_load_n(&sh->closing, __ATOMIC_ACQUIRE)) {
         g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_IO,
-                    "sub-host %s: the channel is closing", sh->id);
+                    "sub-host %s: the channel is closing", sh->p.id);
+        goto out;
+    }
+    if (__atomic_load_n(&sh->shut_down, __ATOMIC_ACQUIRE)) {
+        g_autofree char *why = subhost_failure(sh);
+
+        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_CANCELLED,
+                    "sub-host %s: shut down: %s", sh->p.id, why);
         goto out;
     }
     if (!subhost_is_failed(sh)) {
@@ -1851,11 +1440,23 @@ bool fctrans_subhost_reconnect(FctransSubhost *sh, GError **errp)
     }
     subhost_wait_idle(sh);
 
-    nlanes = sh->nlanes;
-    if (!subhost_connect_all(sh, nbd, true, errp)) {
+    expect = (SubhostExport) {
+        .size = sh->export_size,
+        .lanes = sh->nlanes,
+    };
+    if (!subhost_connect_all(&sh->p, &expect, &found, nbd, errp)) {
         goto out;
     }
-    g_assert(sh->nlanes == nlanes);
+    g_assert(found.lanes == sh->nlanes);
+    /* A shutdown while we connected wins: start no lane. */
+    if (__atomic_load_n(&sh->shut_down, __ATOMIC_ACQUIRE)) {
+        for (i = 0; i < found.lanes; i++) {
+            nbd_close(nbd[i]);
+        }
+        g_set_error(errp, FCTRANS_ERROR, FCTRANS_ERROR_CANCELLED,
+                    "sub-host %s: shut down while reconnecting", sh->p.id);
+        goto out;
+    }
 
     pthread_rwlock_wrlock(&sh->handles_lock);
     ok = subhost_start_lanes(sh, nbd, errp);
@@ -1869,6 +1470,12 @@ out:
     return ok;
 }
 
+void fctrans_subhost_shutdown(FctransSubhost *sh, const char *why)
+{
+    __atomic_store_n(&sh->shut_down, 1, __ATOMIC_RELEASE);
+    subhost_fail(sh, why);
+}
+
 /* Statistics */
 
 void fctrans_subhost_get_stats(FctransSubhost *sh, FctransSubhostStats *st)
@@ -1879,16 +1486,14 @@ void fctrans_subhost_get_stats(FctransSubhost *sh, FctransSubhostStats *st)
     for (op = 0; op < FCTRANS_SUBHOST_OP__MAX; op++) {
         SubhostOpCounters *c = &sh->ops[op];
         FctransSubhostOpStats *o = &st->op[op];
-        uint64_t ok;
 
         o->requests = stat_get(&c->requests);
         o->bytes = stat_get(&c->bytes);
         o->errors = stat_get(&c->errors);
-        ok = o->requests - MIN(o->errors, o->requests);
-        o->lat_p50_ns = hist_percentile(c->hist, ok, 500);
-        o->lat_p99_ns = hist_percentile(c->hist, ok, 990);
-        o->lat_max_ns = stat_get(&c->lat_max_ns);
-        o->lat_mean_ns = ok ? stat_get(&c->lat_sum_ns) / ok : 0;
+        o->lat_p50_ns = fctrans_hist_percentile(&c->lat, 500);
+        o->lat_p99_ns = fctrans_hist_percentile(&c->lat, 990);
+        o->lat_max_ns = fctrans_hist_max(&c->lat);
+        o->lat_mean_ns = fctrans_hist_mean(&c->lat);
     }
     st->in_flight = __atomic_load_n(&sh->in_flight, __ATOMIC_RELAXED);
     st->refused = stat_get(&sh->refused);
@@ -1903,7 +1508,7 @@ void fctrans_subhost_get_stats(FctransSubhost *sh, FctransSubhostStats *st)
 
 void fctrans_subhost_reset_stats(FctransSubhost *sh)
 {
-    unsigned op, i;
+    unsigned op;
 
     for (op = 0; op < FCTRANS_SUBHOST_OP__MAX; op++) {
         SubhostOpCounters *c = &sh->ops[op];
@@ -1911,11 +1516,7 @@ void fctrans_subhost_reset_stats(FctransSubhost *sh)
         __atomic_store_n(&c->requests, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&c->bytes, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&c->errors, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&c->lat_sum_ns, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&c->lat_max_ns, 0, __ATOMIC_RELAXED);
-        for (i = 0; i < HIST_BUCKETS; i++) {
-            __atomic_store_n(&c->hist[i], 0, __ATOMIC_RELAXED);
-        }
+        fctrans_hist_reset(&c->lat);
     }
     __atomic_store_n(&sh->refused, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&sh->nospace, 0, __ATOMIC_RELAXED);

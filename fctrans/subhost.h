@@ -23,10 +23,18 @@
  *   requests, but must not block for long (it holds up every later reply
  *   on its connection) and must not call the synchronous functions below
  *   (they would wait for the thread the callback runs on).
- * - A sub-host has two connections ("lanes") when the server allows it
- *   (NBD_FLAG_CAN_MULTI_CONN): reads go to the urgent lane so that a
- *   page-in never queues behind a batch of page writes, writes and trims
- *   go to the bulk lane. FCTRANS_SUBHOST_REQ_URGENT / _BULK override this.
+ * - A sub-host has two connections ("lanes") unless configured for one:
+ *   reads go to the urgent lane so that a page-in never queues behind a
+ *   batch of page writes, writes and trims go to the bulk lane.
+ *   FCTRANS_SUBHOST_REQ_URGENT / _BULK override this.
+ * - The export must advertise multi-conn (NBD_FLAG_CAN_MULTI_CONN),
+ *   whatever the number of lanes: the source writes through its own
+ *   connections and the main host, another machine, reads through its
+ *   own, and only multi-conn makes a flush on one connection cover what
+ *   was written on the others. An export without it is refused with
+ *   FCTRANS_ERROR_UNSUPPORTED, unless the configuration says
+ *   single_client (tools and tests where one connection does all
+ *   access to the export).
  *
  * Ordering and durability
  * -----------------------
@@ -37,6 +45,19 @@
  *   another one's callback reported success sees its effect. The caller
  *   must not overlap a write or trim with another request on the same
  *   page while either is in flight.
+ * - An acknowledged write is not yet known to be durable, nor visible
+ *   through other connections to the export (another sub-host handle,
+ *   the main host's). A flush (fctrans_subhost_flush()) makes every write
+ *   and trim whose callback reported success before the flush was
+ *   submitted durable on the server and visible to every connection to
+ *   the same export. The channel sends NBD_CMD_FLUSH on every lane and
+ *   completes the flush once every lane's flush completed. (The export
+ *   advertises multi-conn, so the server would make one connection's
+ *   flush cover the writes acknowledged on all of them; a flush on each
+ *   lane also proves that each lane still answers, which a caller about
+ *   to commit wants to know.) Writes still in flight when the flush is
+ *   submitted are not covered. Exports that cannot flush are refused
+ *   when they are opened (FCTRANS_ERROR_UNSUPPORTED).
  *
  * Capacity
  * --------
@@ -74,6 +95,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cancel.h"
 #include "fctrans.h"
 
 typedef struct FctransSubhost FctransSubhost;
@@ -109,8 +131,17 @@ typedef struct FctransSubhostConfig {
     const char *tls_x509_dir;
     const char *tls_psk_file;
     const char *tls_username;
-    /* Number of connections: 0 = automatic (2 if allowed), 1 or 2. */
+    /* Number of connections: 0 = automatic (2), 1 or 2. */
     unsigned lanes;
+    /*
+     * Only for tools and tests where this handle's one connection does
+     * all access to the export, nobody else reading or writing it: accept
+     * an export that does not advertise multi-conn. Forces one lane
+     * (@lanes must be 0 or 1). Never for a split-memory VM, whose main
+     * host reads through other connections than the source writes
+     * through.
+     */
+    bool single_client;
     /* Give up connecting after this long; 0: 10 s. */
     unsigned connect_timeout_ms;
     /*
@@ -119,12 +150,20 @@ typedef struct FctransSubhostConfig {
      * 0: 60 s.
      */
     unsigned request_timeout_ms;
+    /*
+     * Optional, not owned, must outlive the open: once cancelled,
+     * fctrans_subhost_open() and fctrans_subhost_reconnect() stop
+     * connecting with FCTRANS_ERROR_CANCELLED. A client that must also
+     * interrupt requests in flight calls fctrans_subhost_shutdown().
+     */
+    FctransCancel *cancel;
 } FctransSubhostConfig;
 
 typedef enum FctransSubhostOp {
     FCTRANS_SUBHOST_OP_READ,
     FCTRANS_SUBHOST_OP_WRITE,
     FCTRANS_SUBHOST_OP_TRIM,
+    FCTRANS_SUBHOST_OP_FLUSH,
     FCTRANS_SUBHOST_OP__MAX,
 } FctransSubhostOp;
 
@@ -145,11 +184,24 @@ typedef enum FctransSubhostOp {
 typedef void FctransSubhostDone(void *opaque, const GError *err);
 
 /*
+ * Check @cfg as fctrans_subhost_open() does before it connects: id and
+ * URI given, the URI's scheme (nbds only with credentials), no user
+ * information or tls-* parameters in it, at most one kind of TLS
+ * credentials and present on disk, page size, lanes. Needs no server:
+ * for callers that validate a configuration long before they connect
+ * (QEMU at migrate-set-parameters time). Errors: FCTRANS_ERROR_INVALID,
+ * or FCTRANS_ERROR_UNSUPPORTED for what this libnbd cannot do.
+ */
+bool fctrans_subhost_config_check(const FctransSubhostConfig *cfg,
+                                  GError **errp);
+
+/*
  * Connect to the sub-host described by @cfg (all lanes, TLS handshake,
- * export size check). Errors: FCTRANS_ERROR_INVALID (bad configuration),
- * FCTRANS_ERROR_IO (unreachable, timeout, connection lost), and
- * FCTRANS_ERROR_DENIED (TLS refused, export missing or too small). The
- * strings in @cfg are copied.
+ * export checks). Errors: FCTRANS_ERROR_INVALID (bad configuration),
+ * FCTRANS_ERROR_IO (unreachable, timeout, connection lost),
+ * FCTRANS_ERROR_DENIED (TLS refused, export missing, too small or
+ * read-only) and FCTRANS_ERROR_UNSUPPORTED (the export cannot trim or
+ * flush, or does not advertise multi-conn). The strings in @cfg are copied.
  */
 FctransSubhost *fctrans_subhost_open(const FctransSubhostConfig *cfg,
                                      GError **errp);
@@ -188,6 +240,17 @@ bool fctrans_subhost_trim(FctransSubhost *sh, uint64_t offset, size_t len,
                           void *opaque, GError **errp);
 
 /*
+ * Flush: see "Ordering and durability" above. No flags are defined yet:
+ * @flags must be 0. Returns false with @errp set when refused at once
+ * (invalid flags, sub-host failed or closing); once accepted, @done runs
+ * exactly once, with an error if any lane's flush failed or could not be
+ * sent. Its statistics count one request per call, whatever the lanes.
+ */
+bool fctrans_subhost_flush(FctransSubhost *sh, unsigned flags,
+                           FctransSubhostDone *done, void *opaque,
+                           GError **errp);
+
+/*
  * Wait until no request is in flight (every callback has returned), then
  * report the first error any request completed with since the previous
  * drain, and forget it. Must not be called from a completion callback.
@@ -201,6 +264,7 @@ bool fctrans_subhost_read_sync(FctransSubhost *sh, uint64_t offset,
                                size_t len, void *buf, GError **errp);
 bool fctrans_subhost_trim_sync(FctransSubhost *sh, uint64_t offset,
                                size_t len, GError **errp);
+bool fctrans_subhost_flush_sync(FctransSubhost *sh, GError **errp);
 
 /*
  * True while every lane is connected. After a failure, requests fail at
@@ -209,6 +273,15 @@ bool fctrans_subhost_trim_sync(FctransSubhost *sh, uint64_t offset,
  */
 bool fctrans_subhost_is_connected(FctransSubhost *sh);
 bool fctrans_subhost_reconnect(FctransSubhost *sh, GError **errp);
+
+/*
+ * Fail the sub-host for good, from any thread, without blocking: every
+ * request in flight completes with an error that names @why, and every
+ * later submission and reconnect fails at once. A cancelled migration
+ * uses it so that no wait on a silent server outlasts the cancel. The
+ * handle must still be closed.
+ */
+void fctrans_subhost_shutdown(FctransSubhost *sh, const char *why);
 
 /*
  * Whether the page at @offset is stored there: a write of it was

@@ -442,9 +442,10 @@ void subhost_test_server_stop(SubhostTestServer *s)
 
 /*
  * A minimal NBD server of our own, for behaviour nbdkit cannot be asked
- * for: closing a connection right after its handshake. Fixed newstyle,
- * NBD_OPT_GO only (structured replies refused, so simple replies), reads
- * return zeros, writes and trims are acknowledged and forgotten.
+ * for: closing a connection right after its handshake, counting flushes,
+ * leaving flush or multi-conn out. Fixed newstyle, NBD_OPT_GO only
+ * (structured replies refused, so simple replies), reads return zeros,
+ * writes, trims and flushes are acknowledged and forgotten.
  */
 #define NBD_MAGIC_INIT      UINT64_C(0x4e42444d41474943)
 #define NBD_MAGIC_OPT       UINT64_C(0x49484156454f5054)
@@ -460,14 +461,19 @@ void subhost_test_server_stop(SubhostTestServer *s)
 #define NBD_CMD_READ        0
 #define NBD_CMD_WRITE       1
 #define NBD_CMD_DISC        2
-/* HAS_FLAGS, SEND_FLUSH, SEND_TRIM, CAN_MULTI_CONN */
-#define FAKE_TX_FLAGS       ((1u << 0) | (1u << 2) | (1u << 5) | (1u << 8))
+#define NBD_CMD_FLUSH       3
+#define NBD_FLAG_HAS_FLAGS  (1u << 0)
+#define NBD_FLAG_SEND_FLUSH (1u << 2)
+#define NBD_FLAG_SEND_TRIM  (1u << 5)
+#define NBD_FLAG_CAN_MULTI_CONN (1u << 8)
 #define FAKE_MAX_CONNS      64
 
 struct SubhostFakeServer {
     char *sock_path;
     char *uri;
     uint64_t size;
+    uint16_t tx_flags;
+    unsigned flushes;           /* atomic */
     int listen_fd;
     GThread *acceptor;
 
@@ -604,7 +610,7 @@ static bool fake_handshake(SubhostFakeServer *f, int fd)
 
             put_be16(info, 0);  /* NBD_INFO_EXPORT */
             put_be64(info + 2, f->size);
-            put_be16(info + 10, FAKE_TX_FLAGS);
+            put_be16(info + 10, f->tx_flags);
             return fake_opt_reply(fd, opt, NBD_REP_INFO, info,
                                   sizeof(info)) &&
                    fake_opt_reply(fd, opt, NBD_REP_ACK, NULL, 0);
@@ -615,7 +621,7 @@ static bool fake_handshake(SubhostFakeServer *f, int fd)
     }
 }
 
-static void fake_serve(int fd)
+static void fake_serve(SubhostFakeServer *f, int fd)
 {
     g_autofree uint8_t *buf = g_malloc(32 << 20);
 
@@ -634,6 +640,10 @@ static void fake_serve(int fd)
         }
         if (type == NBD_CMD_WRITE && !fd_read_all(fd, buf, len)) {
             return;
+        }
+        if (type == NBD_CMD_FLUSH) {
+            /* Counted before the reply: the client sees it once done */
+            __atomic_add_fetch(&f->flushes, 1, __ATOMIC_SEQ_CST);
         }
         put_be32(rp, NBD_MAGIC_REP);
         put_be32(rp + 4, 0);
@@ -655,7 +665,7 @@ static gpointer fake_conn_thread(gpointer opaque)
     FakeConn *c = opaque;
 
     if (fake_handshake(c->f, c->fd) && !c->drop) {
-        fake_serve(c->fd);
+        fake_serve(c->f, c->fd);
     }
     /* The descriptor is closed by stop: drop_all may still shut it down */
     shutdown(c->fd, SHUT_RDWR);
@@ -698,12 +708,21 @@ static gpointer fake_acceptor(gpointer opaque)
     }
 }
 
-SubhostFakeServer *subhost_fake_server_start(const char *vm, uint64_t size)
+SubhostFakeServer *subhost_fake_server_start_opts(const char *vm,
+                                                  uint64_t size,
+                                                  unsigned opts)
 {
     SubhostFakeServer *f = g_new0(SubhostFakeServer, 1);
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
     f->size = size;
+    f->tx_flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_TRIM;
+    if (!(opts & SUBHOST_FAKE_NO_FLUSH)) {
+        f->tx_flags |= NBD_FLAG_SEND_FLUSH;
+    }
+    if (!(opts & SUBHOST_FAKE_NO_MULTI_CONN)) {
+        f->tx_flags |= NBD_FLAG_CAN_MULTI_CONN;
+    }
     f->sock_path = g_strdup_printf("%s/fake-%s-%u.sock", tmpdir, vm,
                                    ++server_seq);
     f->uri = g_strdup_printf("nbd+unix:///%s?socket=%s", vm, f->sock_path);
@@ -718,6 +737,11 @@ SubhostFakeServer *subhost_fake_server_start(const char *vm, uint64_t size)
     pthread_mutex_init(&f->lock, NULL);
     f->acceptor = g_thread_new("fake-nbd", fake_acceptor, f);
     return f;
+}
+
+SubhostFakeServer *subhost_fake_server_start(const char *vm, uint64_t size)
+{
+    return subhost_fake_server_start_opts(vm, size, 0);
 }
 
 const char *subhost_fake_server_uri(SubhostFakeServer *f)
@@ -752,6 +776,11 @@ unsigned subhost_fake_server_connections(SubhostFakeServer *f)
     n = f->nconns;
     pthread_mutex_unlock(&f->lock);
     return n;
+}
+
+unsigned subhost_fake_server_flushes(SubhostFakeServer *f)
+{
+    return __atomic_load_n(&f->flushes, __ATOMIC_SEQ_CST);
 }
 
 void subhost_fake_server_stop(SubhostFakeServer *f)

@@ -69,12 +69,19 @@ SubhostTestServer *subhost_test_nbdkit_start(const char *vm,
 
 /*
  * A minimal NBD server in a thread of the test, on a Unix socket, for
- * what nbdkit cannot be made to do on cue. It allows multi-conn and trim;
- * reads return zeros, writes are acknowledged and forgotten.
+ * what nbdkit cannot be made to do on cue. It allows multi-conn, flush
+ * and trim; reads return zeros, writes and flushes are acknowledged and
+ * forgotten.
  */
 typedef struct SubhostFakeServer SubhostFakeServer;
 
 SubhostFakeServer *subhost_fake_server_start(const char *vm, uint64_t size);
+/* What it leaves out of what it advertises (both by default) */
+#define SUBHOST_FAKE_NO_FLUSH       (1u << 0)
+#define SUBHOST_FAKE_NO_MULTI_CONN  (1u << 1)
+SubhostFakeServer *subhost_fake_server_start_opts(const char *vm,
+                                                  uint64_t size,
+                                                  unsigned opts);
 const char *subhost_fake_server_uri(SubhostFakeServer *f);
 /* Shut every connection down now, as a server that went away. */
 void subhost_fake_server_drop_all(SubhostFakeServer *f);
@@ -83,6 +90,8 @@ void subhost_fake_server_drop_after_handshake(SubhostFakeServer *f,
                                               unsigned n);
 /* Connections accepted so far */
 unsigned subhost_fake_server_connections(SubhostFakeServer *f);
+/* NBD_CMD_FLUSH requests answered so far, on all connections */
+unsigned subhost_fake_server_flushes(SubhostFakeServer *f);
 void subhost_fake_server_stop(SubhostFakeServer *f);
 
 /* Run a command; returns its exit status, output in *out (may be NULL). */

@@ -125,68 +125,6 @@ static void batch_wait(Batch *b, unsigned secs)
     pthread_mutex_unlock(&b->lock);
 }
 
-/* Configuration checks need no server. */
-static void test_config_invalid(void)
-{
-    static const struct {
-        const char *uri;
-        const char *psk;
-        const char *x509;
-        const char *user;
-        const char *expect;
-    } cases[] = {
-        { "http://host/x", NULL, NULL, NULL, "is not nbd://" },
-        { "nbds://127.0.0.1/x", NULL, NULL, NULL, "no TLS credentials" },
-        { "nbd://user@127.0.0.1/x", NULL, NULL, NULL, "user information" },
-        { "nbd://127.0.0.1/x?tls-psk-file=/etc/passwd", NULL, NULL, NULL,
-          "tls-psk-file" },
-        { "nbd://127.0.0.1/x", "/nonexistent", NULL, NULL, "not found" },
-        { "nbd://127.0.0.1/x", NULL, "/nonexistent", NULL, "not found" },
-        { "nbd://127.0.0.1/x", NULL, NULL, "vmA", "only used with PSK" },
-        { "nbd://127.0.0.1/x", "/x", "/y", NULL, "not both" },
-        { "", NULL, NULL, NULL, "are required" },
-        { "::::", NULL, NULL, NULL, "invalid URI" },
-    };
-    unsigned i;
-
-    for (i = 0; i < G_N_ELEMENTS(cases); i++) {
-        FctransSubhostConfig cfg = {
-            .id = "sub0",
-            .uri = cases[i].uri,
-            .tls_psk_file = cases[i].psk,
-            .tls_x509_dir = cases[i].x509,
-            .tls_username = cases[i].user,
-        };
-        g_autoptr(GError) err = NULL;
-
-        g_assert_null(open_sh(&cfg, &err));
-        g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_INVALID);
-        if (!strstr(err->message, cases[i].expect)) {
-            g_error("case %u: '%s' lacks '%s'", i, err->message,
-                    cases[i].expect);
-        }
-    }
-
-    {
-        FctransSubhostConfig cfg = {
-            .id = "sub0", .uri = "nbd://127.0.0.1/x", .page_size = 1000,
-        };
-        g_autoptr(GError) err = NULL;
-
-        g_assert_null(open_sh(&cfg, &err));
-        g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_INVALID);
-    }
-    {
-        FctransSubhostConfig cfg = {
-            .id = "sub0", .uri = "nbd://127.0.0.1/x", .lanes = 3,
-        };
-        g_autoptr(GError) err = NULL;
-
-        g_assert_null(open_sh(&cfg, &err));
-        g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_INVALID);
-    }
-}
-
 /*
  * Write random pages in one asynchronous batch, drain, read them back in
  * another, compare; untouched pages read as zeros.
@@ -781,6 +719,50 @@ static void test_export_checks(void)
     subhost_test_server_stop(s);
 }
 
+/*
+ * An export without multi-conn (nbdkit's multi-conn filter) is refused,
+ * with one lane too, naming the export and the reason. A single client
+ * takes it, over one lane, and cannot ask for two.
+ */
+static void test_multi_conn_required(void)
+{
+    const char *const args[] = {
+        "--log=null", "--filter=multi-conn", "memory", "size=16M",
+        "multi-conn-mode=disable", NULL,
+    };
+    SubhostTestServer *s = subhost_test_nbdkit_start("vmA", args);
+    FctransSubhostConfig cfg = plain_cfg(s);
+    g_autoptr(GError) err = NULL;
+    FctransSubhost *sh;
+    unsigned lanes;
+
+    for (lanes = 0; lanes <= 2; lanes++) {
+        cfg.lanes = lanes;
+        g_assert_null(open_sh(&cfg, &err));
+        g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED);
+        g_assert_nonnull(strstr(err->message, s->uri));
+        g_assert_nonnull(strstr(err->message,
+                                "does not advertise multi-conn"));
+        g_assert_nonnull(strstr(err->message, "main host"));
+        g_clear_error(&err);
+    }
+
+    cfg.single_client = true;
+    cfg.lanes = 2;
+    g_assert_null(open_sh(&cfg, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_INVALID);
+    g_clear_error(&err);
+    cfg.lanes = 0;
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    g_assert_cmpuint(fctrans_subhost_lanes(sh), ==, 1);
+    roundtrip_one(sh);
+    g_assert_true(fctrans_subhost_flush_sync(sh, &err));
+    g_assert_no_error(err);
+    fctrans_subhost_close(sh);
+    subhost_test_server_stop(s);
+}
+
 static void test_unreachable(void)
 {
     g_autofree char *nosock = g_strdup_printf(
@@ -816,6 +798,111 @@ static void test_unreachable(void)
     expect_open_error(&cfg, FCTRANS_ERROR_IO, "silent server");
     g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
     close(fd);
+}
+
+static gpointer cancel_later(gpointer opaque)
+{
+    g_usleep(200 * 1000);
+    fctrans_cancel_trigger(opaque);
+    return NULL;
+}
+
+/*
+ * A cancel ends a connect to a server that never answers at once, long
+ * before the connect timeout, with FCTRANS_ERROR_CANCELLED; a token
+ * cancelled before the open fails it without waiting at all.
+ */
+static void test_cancel_connect(void)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    socklen_t len = sizeof(sa);
+    g_autofree char *uri = NULL;
+    g_autoptr(GError) err = NULL;
+    g_autoptr(FctransCancel) cancel = fctrans_cancel_new(&err);
+    FctransSubhostConfig cfg = { .id = "sub0" };
+    GThread *t;
+    int64_t t0, dt;
+    int fd;
+
+    g_assert_no_error(err);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    g_assert_cmpint(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
+    g_assert_cmpint(getsockname(fd, (struct sockaddr *)&sa, &len), ==, 0);
+    g_assert_cmpint(listen(fd, 4), ==, 0);
+    uri = g_strdup_printf("nbd://127.0.0.1:%d/vmA", ntohs(sa.sin_port));
+    cfg.uri = uri;
+    cfg.connect_timeout_ms = 30000;
+    cfg.cancel = cancel;
+
+    t0 = g_get_monotonic_time();
+    t = g_thread_new("cancel", cancel_later, cancel);
+    g_assert_null(fctrans_subhost_open(&cfg, &err));
+    dt = g_get_monotonic_time() - t0;
+    g_thread_join(t);
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_CANCELLED);
+    g_assert_nonnull(strstr(err->message, "cancelled"));
+    g_assert_cmpint(dt, >=, 150 * 1000);
+    g_assert_cmpint(dt, <, 5 * G_USEC_PER_SEC);
+    g_clear_error(&err);
+
+    /* Already cancelled: no wait */
+    t0 = g_get_monotonic_time();
+    g_assert_null(fctrans_subhost_open(&cfg, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_CANCELLED);
+    g_assert_cmpint(g_get_monotonic_time() - t0, <, G_USEC_PER_SEC);
+    close(fd);
+}
+
+/*
+ * fctrans_subhost_shutdown() ends requests in flight on a server that has
+ * stopped answering at once, long before the request timeout; later
+ * requests and reconnects are refused.
+ */
+static void test_shutdown_in_flight(void)
+{
+    SubhostTestServer *s = subhost_test_server_start("vmA", "16M",
+                                                     SUBHOST_TLS_NONE, true,
+                                                     NULL);
+    FctransSubhostConfig cfg = plain_cfg(s);
+    uint8_t page[PAGE], wpage[PAGE];
+    g_autoptr(GError) err = NULL;
+    FctransSubhost *sh;
+    int64_t t0, dt;
+    Batch b;
+
+    memset(wpage, 7, sizeof(wpage));
+    cfg.request_timeout_ms = 60000;
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+
+    subhost_test_server_signal(s, SIGSTOP);
+    batch_init(&b);
+    b.submitted = 3;
+    g_assert_true(fctrans_subhost_read(sh, 0, PAGE, page, 0, batch_done, &b,
+                                       &err));
+    g_assert_true(fctrans_subhost_write(sh, PAGE, PAGE, wpage, 0, batch_done,
+                                        &b, &err));
+    g_assert_true(fctrans_subhost_flush(sh, 0, batch_done, &b, &err));
+    g_usleep(200 * 1000);
+    t0 = g_get_monotonic_time();
+    fctrans_subhost_shutdown(sh, "migration cancelled");
+    batch_wait(&b, 10);
+    dt = g_get_monotonic_time() - t0;
+    g_assert_cmpuint(b.failed, ==, 3);
+    g_assert_cmpint(dt, <, 2 * G_USEC_PER_SEC);
+    g_assert_false(fctrans_subhost_is_connected(sh));
+    g_assert_false(fctrans_subhost_page_stored(sh, PAGE));
+    batch_clear(&b);
+
+    g_assert_false(fctrans_subhost_read_sync(sh, 0, PAGE, page, &err));
+    g_assert_nonnull(strstr(err->message, "migration cancelled"));
+    g_clear_error(&err);
+    subhost_test_server_signal(s, SIGCONT);
+    g_assert_false(fctrans_subhost_reconnect(sh, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_CANCELLED);
+    fctrans_subhost_close(sh);
+    subhost_test_server_stop(s);
 }
 
 /*
@@ -1502,14 +1589,234 @@ static void test_close_in_flight(void)
         b.submitted++;
         pthread_mutex_unlock(&b.lock);
     }
+    /* Flushes among them: every lane's part must complete too */
+    for (i = 0; i < 8; i++) {
+        g_assert_true(fctrans_subhost_flush(sh, 0, batch_done, &b, &err));
+        pthread_mutex_lock(&b.lock);
+        b.submitted++;
+        pthread_mutex_unlock(&b.lock);
+    }
     fctrans_subhost_close(sh);
     /* close() returned: every callback has run. */
-    g_assert_cmpuint(b.ok + b.failed, ==, 512);
+    g_assert_cmpuint(b.ok + b.failed, ==, 512 + 8);
     if (g_test_verbose()) {
         g_test_message("%u acked, %u cancelled", b.ok, b.failed);
     }
     batch_clear(&b);
     subhost_test_server_stop(s);
+}
+
+/*
+ * Flush: writes acknowledged before a flush are read back through other
+ * connections (a second handle on the export, as the main host's) once
+ * it completed; a flush from a completion callback; statistics; flags
+ * refused; refused at once on a failed sub-host.
+ */
+typedef struct FlushChain {
+    FctransSubhost *sh;
+    Batch *b;
+} FlushChain;
+
+static void flush_after_write(void *opaque, const GError *err)
+{
+    FlushChain *fc = opaque;
+    GError *e = NULL;
+
+    g_assert_null(err);
+    /* A callback may submit a flush, as any request. */
+    if (!fctrans_subhost_flush(fc->sh, 0, batch_done, fc->b, &e)) {
+        g_error("flush from a callback: %s", e->message);
+    }
+}
+
+static void test_flush(void)
+{
+    SubhostTestServer *s = subhost_test_server_start("vmA", "16M",
+                                                     SUBHOST_TLS_NONE, false,
+                                                     NULL);
+    FctransSubhostConfig cfg = plain_cfg(s);
+    FctransSubhostConfig other_cfg = plain_cfg(s);
+    unsigned npages = 64, i;
+    g_autofree uint8_t *wbuf = g_malloc((size_t)npages * PAGE);
+    g_autofree uint8_t *rbuf = g_malloc((size_t)npages * PAGE);
+    g_autoptr(GError) err = NULL;
+    FctransSubhost *sh, *other;
+    FctransSubhostStats st;
+    FlushChain fc;
+    Batch b;
+
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    other_cfg.id = "sub0-main";
+    other = open_sh(&other_cfg, &err);
+    g_assert_no_error(err);
+    g_assert_cmpstr(fctrans_subhost_op_name(FCTRANS_SUBHOST_OP_FLUSH), ==,
+                    "flush");
+
+    batch_init(&b);
+    for (i = 0; i < npages; i++) {
+        fill_page(wbuf + (size_t)i * PAGE, PAGE, (uint64_t)i * PAGE, 5);
+        pthread_mutex_lock(&b.lock);
+        b.submitted++;
+        pthread_mutex_unlock(&b.lock);
+        g_assert_true(fctrans_subhost_write(sh, (uint64_t)i * PAGE, PAGE,
+                                            wbuf + (size_t)i * PAGE, 0,
+                                            batch_done, &b, &err));
+    }
+    batch_wait(&b, 10);
+    g_assert_cmpuint(b.ok, ==, npages);
+    /* Every write's callback has run: the flush covers them all. */
+    pthread_mutex_lock(&b.lock);
+    b.submitted++;
+    pthread_mutex_unlock(&b.lock);
+    g_assert_true(fctrans_subhost_flush(sh, 0, batch_done, &b, &err));
+    g_assert_no_error(err);
+    batch_wait(&b, 10);
+    g_assert_cmpuint(b.failed, ==, 0);
+    g_assert_true(fctrans_subhost_read_sync(other, 0, (size_t)npages * PAGE,
+                                            rbuf, &err));
+    g_assert_no_error(err);
+    g_assert_cmpmem(wbuf, (size_t)npages * PAGE, rbuf,
+                    (size_t)npages * PAGE);
+
+    /* A write whose callback flushes; then a synchronous flush */
+    fc.sh = sh;
+    fc.b = &b;
+    pthread_mutex_lock(&b.lock);
+    b.submitted++;
+    pthread_mutex_unlock(&b.lock);
+    g_assert_true(fctrans_subhost_write(sh, 0, PAGE, wbuf + PAGE, 0,
+                                        flush_after_write, &fc, &err));
+    batch_wait(&b, 10);
+    g_assert_true(fctrans_subhost_drain(sh, &err));
+    g_assert_no_error(err);
+    g_assert_cmpuint(b.failed, ==, 0);
+    g_assert_true(fctrans_subhost_flush_sync(sh, &err));
+    g_assert_no_error(err);
+    g_assert_true(fctrans_subhost_read_sync(other, 0, PAGE, rbuf, &err));
+    g_assert_cmpmem(wbuf + PAGE, PAGE, rbuf, PAGE);
+
+    fctrans_subhost_get_stats(sh, &st);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_FLUSH].requests, ==, 3);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_FLUSH].errors, ==, 0);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_FLUSH].bytes, ==, 0);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_FLUSH].lat_p50_ns, >, 0);
+    g_assert_cmpuint(st.in_flight, ==, 0);
+
+    /* No flags are defined */
+    g_assert_false(fctrans_subhost_flush(sh, FCTRANS_SUBHOST_REQ_URGENT,
+                                         batch_done, &b, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_INVALID);
+    g_clear_error(&err);
+    g_assert_false(fctrans_subhost_flush(sh, 0, NULL, NULL, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_INVALID);
+    g_clear_error(&err);
+
+    /* A failed sub-host refuses a flush at once */
+    subhost_test_server_signal(s, SIGKILL);
+    while (fctrans_subhost_is_connected(sh)) {
+        g_usleep(1000);
+    }
+    g_assert_false(fctrans_subhost_flush(sh, 0, never_called, NULL, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_IO);
+    g_clear_error(&err);
+    g_assert_false(fctrans_subhost_flush_sync(sh, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_IO);
+    g_clear_error(&err);
+
+    batch_clear(&b);
+    fctrans_subhost_close(other);
+    fctrans_subhost_close(sh);
+    subhost_test_server_stop(s);
+}
+
+/* A flush sends one NBD_CMD_FLUSH on every lane. */
+static void test_flush_every_lane(void)
+{
+    SubhostFakeServer *f = subhost_fake_server_start("vmA", 16 << 20);
+    FctransSubhostConfig cfg = {
+        .id = "sub0", .uri = subhost_fake_server_uri(f),
+    };
+    g_autoptr(GError) err = NULL;
+    FctransSubhost *sh;
+
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    g_assert_cmpuint(fctrans_subhost_lanes(sh), ==, 2);
+    g_assert_cmpuint(subhost_fake_server_flushes(f), ==, 0);
+    g_assert_true(fctrans_subhost_flush_sync(sh, &err));
+    g_assert_no_error(err);
+    g_assert_cmpuint(subhost_fake_server_flushes(f), ==, 2);
+    fctrans_subhost_close(sh);
+
+    cfg.lanes = 1;
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    g_assert_true(fctrans_subhost_flush_sync(sh, &err));
+    g_assert_no_error(err);
+    g_assert_cmpuint(subhost_fake_server_flushes(f), ==, 3);
+    fctrans_subhost_close(sh);
+    subhost_fake_server_stop(f);
+}
+
+/* A flush the server never answers fails once, with the sub-host. */
+static void test_flush_timeout(void)
+{
+    SubhostTestServer *s = subhost_test_server_start("vmA", "16M",
+                                                     SUBHOST_TLS_NONE, false,
+                                                     NULL);
+    FctransSubhostConfig cfg = plain_cfg(s);
+    g_autoptr(GError) err = NULL;
+    FctransSubhostStats st;
+    FctransSubhost *sh;
+    Batch b;
+
+    cfg.request_timeout_ms = 300;
+    sh = open_sh(&cfg, &err);
+    g_assert_no_error(err);
+    g_assert_cmpuint(fctrans_subhost_lanes(sh), ==, 2);
+    subhost_test_server_signal(s, SIGSTOP);
+    batch_init(&b);
+    b.submitted = 1;
+    g_assert_true(fctrans_subhost_flush(sh, 0, batch_done, &b, &err));
+    g_assert_no_error(err);
+    batch_wait(&b, 10);
+    g_assert_cmpuint(b.failed, ==, 1);
+    g_assert_cmpint(b.last_code, ==, FCTRANS_ERROR_IO);
+    g_assert_nonnull(strstr(b.first->message, "flush on the"));
+    g_assert_nonnull(strstr(b.first->message, "no reply"));
+    g_assert_false(fctrans_subhost_is_connected(sh));
+    g_assert_false(fctrans_subhost_drain(sh, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_IO);
+    g_clear_error(&err);
+    fctrans_subhost_get_stats(sh, &st);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_FLUSH].requests, ==, 1);
+    g_assert_cmpuint(st.op[FCTRANS_SUBHOST_OP_FLUSH].errors, ==, 1);
+    g_assert_cmpuint(st.in_flight, ==, 0);
+    /* Only the one callback ran */
+    g_usleep(100 * 1000);
+    g_assert_cmpuint(b.ok + b.failed, ==, 1);
+    batch_clear(&b);
+    subhost_test_server_signal(s, SIGCONT);
+    fctrans_subhost_close(sh);
+    subhost_test_server_stop(s);
+}
+
+/* An export that cannot flush is refused, saying why. */
+static void test_flush_unsupported(void)
+{
+    SubhostFakeServer *f = subhost_fake_server_start_opts(
+        "vmA", 16 << 20, SUBHOST_FAKE_NO_FLUSH);
+    FctransSubhostConfig cfg = {
+        .id = "sub0", .uri = subhost_fake_server_uri(f),
+    };
+    g_autoptr(GError) err = NULL;
+
+    g_assert_null(open_sh(&cfg, &err));
+    g_assert_error(err, FCTRANS_ERROR, FCTRANS_ERROR_UNSUPPORTED);
+    g_assert_nonnull(strstr(err->message, "does not support flush"));
+    g_assert_nonnull(strstr(err->message, "other connections"));
+    subhost_fake_server_stop(f);
 }
 
 /*
@@ -1680,7 +1987,6 @@ int main(int argc, char **argv)
 {
     subhost_test_init(&argc, &argv);
 
-    g_test_add_func("/subhost/config/invalid", test_config_invalid);
     g_test_add_data_func("/subhost/rw/unix", GINT_TO_POINTER(false),
                          test_rw);
     g_test_add_data_func("/subhost/rw/tcp", GINT_TO_POINTER(true), test_rw);
@@ -1690,6 +1996,10 @@ int main(int argc, char **argv)
     g_test_add_func("/subhost/rw/two-subhosts", test_two_subhosts);
     g_test_add_func("/subhost/trim", test_trim);
     g_test_add_func("/subhost/capacity", test_capacity);
+    g_test_add_func("/subhost/flush", test_flush);
+    g_test_add_func("/subhost/flush/every-lane", test_flush_every_lane);
+    g_test_add_func("/subhost/flush/timeout", test_flush_timeout);
+    g_test_add_func("/subhost/flush/unsupported", test_flush_unsupported);
     g_test_add_data_func("/subhost/tls/psk/unix", GINT_TO_POINTER(false),
                          test_tls_psk);
     g_test_add_data_func("/subhost/tls/psk/tcp", GINT_TO_POINTER(true),
@@ -1713,7 +2023,12 @@ int main(int argc, char **argv)
     g_test_add_func("/subhost/tls/server-without-tls",
                     test_tls_server_without);
     g_test_add_func("/subhost/errors/export", test_export_checks);
+    g_test_add_func("/subhost/errors/multi-conn-required",
+                    test_multi_conn_required);
     g_test_add_func("/subhost/errors/unreachable", test_unreachable);
+    g_test_add_func("/subhost/errors/cancel-connect", test_cancel_connect);
+    g_test_add_func("/subhost/errors/shutdown-in-flight",
+                    test_shutdown_in_flight);
     g_test_add_data_func("/subhost/errors/kill-mid-batch/unix",
                          GINT_TO_POINTER(false), test_kill_mid_batch);
     g_test_add_data_func("/subhost/errors/kill-mid-batch/tcp",
