@@ -10,6 +10,7 @@
 #include "exec/cpu-common.h"
 #include "migration/register.h"
 #include "qapi/qapi-types-split.h"
+#include "fctrans/export-id.h"
 #include "fctrans/pagemap.h"
 #include "fctrans/subhost.h"
 
@@ -17,10 +18,11 @@
  * The "split" section. Every part of it (setup, iterations, completion) is
  * a sequence of commands ending with SPLIT_CMD_EOS:
  *   SPLIT_CMD_HEADER  be32 version, be32 page size, be64 pages,
- *                     be64 resident budget (bytes),
+ *                     be64 resident budget (bytes), 16 bytes VM UUID,
+ *                     16 bytes migration id,
  *                     be32 blocks, then per block: u8 len, idstr, be64 pages;
  *                     be32 sub-hosts, then per sub-host: u8 len, id,
- *                     be16 len, URI
+ *                     be16 len, URI, 16 bytes nonce
  *   SPLIT_CMD_MAP     be32 len, then a chunk of the page-location map
  *                     (fctrans_pagemap_encode_changes())
  *   SPLIT_CMD_COMMIT  be32 locations, then be64 pages per location: the
@@ -28,10 +30,12 @@
  *   SPLIT_CMD_EOS     end of this part
  * Sub-host exports hold the split blocks one after the other, in header
  * order, at page granularity: global page g lives at offset g * page size.
+ * The export's last 4 KiB hold its identity record (fctrans/export-id.h),
+ * which the source writes before the header.
  */
 #define SPLIT_SECTION_NAME      "split"
 #define SPLIT_SECTION_VERSION   1
-#define SPLIT_STREAM_VERSION    1
+#define SPLIT_STREAM_VERSION    2
 
 #define SPLIT_CMD_EOS           0
 #define SPLIT_CMD_HEADER        1
@@ -44,6 +48,8 @@
 #define SPLIT_MAX_SUBHOSTS      FCTRANS_PAGEMAP_MAX_SUBHOSTS
 #define SPLIT_ID_MAX            64
 #define SPLIT_URI_MAX           4096
+/* Longest split-reconnect-timeout: an hour of faults waiting is plenty */
+#define SPLIT_RECONNECT_TIMEOUT_MAX_MS  (3600 * 1000)
 
 /* A RAM block whose pages a split migration places. */
 typedef struct SplitBlock {
@@ -84,6 +90,19 @@ void split_subhost_config_free(FctransSubhostConfig *cfg);
 FctransSubhost *split_subhost_open(const FctransSubhostConfig *cfg,
                                    Error **errp);
 
+/*
+ * The identity record of the export behind @sh (fctrans/export-id.h):
+ * read and decode it (1; 0 when the export holds none, -1 on another
+ * error, both with @errp set); write it, flushed; read it and check that
+ * it is @want's (the state aside; errors name the sub-host and @uri).
+ */
+int split_export_id_read(FctransSubhost *sh, FctransExportId *found,
+                         Error **errp);
+bool split_export_id_write(FctransSubhost *sh, const FctransExportId *id,
+                           Error **errp);
+bool split_export_id_verify(FctransSubhost *sh, const char *uri,
+                            const FctransExportId *want, Error **errp);
+
 /* Set @errp from a GError of the sub-host channel, prefixed by @fmt. */
 void split_error_from_gerror(Error **errp, const GError *gerr,
                              const char *fmt, ...) G_GNUC_PRINTF(3, 4);
@@ -91,7 +110,9 @@ void split_error_from_gerror(Error **errp, const GError *gerr,
 /* Sub-host state on the main host */
 typedef struct SplitPagerSubhost {
     char *id;
+    char *uri;                  /* this host's, from its split-subhosts */
     FctransSubhost *sh;
+    FctransExportId export_id;  /* what its export must hold */
     uint64_t remaining;         /* atomic: pages stored only there */
     uint64_t page_ins;          /* atomic */
     bool lost;                  /* atomic */

@@ -11,6 +11,7 @@
  * device section, because devices read guest RAM while they load.
  */
 #include "qemu/osdep.h"
+#include "qemu/cutils.h"
 #include "qemu/error-report.h"
 #include "qemu/madvise.h"
 #include "qapi/error.h"
@@ -35,6 +36,7 @@ static void split_incoming_free(SplitIncoming *si)
     for (k = 0; k < si->nsubhosts; k++) {
         fctrans_subhost_close(si->sub[k].sh);
         g_free(si->sub[k].id);
+        g_free(si->sub[k].uri);
     }
     fctrans_pagemap_free(si->map);
     split_layout_clear(&si->layout);
@@ -56,15 +58,25 @@ static bool split_is_id(const char *id)
     return true;
 }
 
-/* The URI the main host uses for sub-host @id named by the source. */
-static const char *split_load_local_uri(const char *id, const char *src_uri,
-                                        Error **errp)
+/*
+ * The URI the main host uses for sub-host @id named by the source: always
+ * one of its own split-subhosts, never one that the stream names (that
+ * would let a source, or whoever controls the stream, point this host at
+ * any server or Unix socket).
+ */
+static const char *split_load_local_uri(const char *id, Error **errp)
 {
     const SplitSubhostList *l;
     MigrationState *s = migrate_get_current();
 
-    if (!s->parameters.has_split_subhosts) {
-        return src_uri;
+    if (!s->parameters.has_split_subhosts || !migrate_split_subhosts()) {
+        error_setg(errp, "split-memory: this host has no split-subhosts: "
+                   "the main host connects only to the sub-hosts it is "
+                   "given, never to those the source names");
+        error_append_hint(errp, "Set split-subhosts with "
+                          "migrate-set-parameters before migrate-incoming, "
+                          "with the ids the source uses.\n");
+        return NULL;
     }
     for (l = migrate_split_subhosts(); l; l = l->next) {
         if (g_str_equal(l->value->id, id)) {
@@ -82,6 +94,8 @@ static int split_load_header(QEMUFile *f, SplitIncoming *si, Error **errp)
     uint64_t npages, total = 0;
     const char *creds = migrate_split_tls_creds();
     char idstr[256];
+    uint8_t vm_uuid[FCTRANS_EXPORT_ID_UUID_LEN];
+    uint8_t migration_id[FCTRANS_EXPORT_ID_UUID_LEN];
     GArray *blocks;
 
     if (si->header_seen) {
@@ -99,6 +113,8 @@ static int split_load_header(QEMUFile *f, SplitIncoming *si, Error **errp)
     si->page_size = qemu_get_be32(f);
     npages = qemu_get_be64(f);
     si->budget = qemu_get_be64(f);
+    qemu_get_buffer(f, vm_uuid, sizeof(vm_uuid));
+    qemu_get_buffer(f, migration_id, sizeof(migration_id));
     nblocks = qemu_get_be32(f);
     if (version != SPLIT_STREAM_VERSION) {
         error_setg(errp, "split: unsupported stream version %u", version);
@@ -165,6 +181,8 @@ static int split_load_header(QEMUFile *f, SplitIncoming *si, Error **errp)
         return -EINVAL;
     }
     for (i = 0; i < nsub; i++) {
+        SplitPagerSubhost *sp = &si->sub[i];
+        FctransExportId *want = &sp->export_id;
         g_autofree char *src_uri = NULL;
         const char *uri;
         FctransSubhostConfig *cfg;
@@ -185,21 +203,41 @@ static int split_load_header(QEMUFile *f, SplitIncoming *si, Error **errp)
             error_setg(errp, "split: truncated sub-host URI");
             return -EINVAL;
         }
-        uri = split_load_local_uri(idstr, src_uri, errp);
+        want->state = FCTRANS_EXPORT_ID_MIGRATING;
+        want->page_size = si->page_size;
+        want->npages = npages;
+        want->subhost_index = i;
+        want->nsubhosts = nsub;
+        pstrcpy(want->subhost_id, sizeof(want->subhost_id), idstr);
+        memcpy(want->vm_uuid, vm_uuid, sizeof(vm_uuid));
+        memcpy(want->migration_id, migration_id, sizeof(migration_id));
+        if (qemu_get_buffer(f, want->nonce, sizeof(want->nonce)) !=
+            sizeof(want->nonce)) {
+            error_setg(errp, "split: truncated sub-host nonce");
+            return -EINVAL;
+        }
+        uri = split_load_local_uri(idstr, errp);
         if (!uri) {
             return -EINVAL;
         }
+        /* The pages, then the identity record */
         cfg = split_subhost_config(idstr, uri, 0,
-                                   npages * si->page_size, creds, errp);
+                                   npages * si->page_size +
+                                   FCTRANS_EXPORT_ID_SIZE, creds, errp);
         if (!cfg) {
             return -EINVAL;
         }
-        si->sub[i].id = g_strdup(idstr);
-        si->sub[i].sh = split_subhost_open(cfg, errp);
+        sp->id = g_strdup(idstr);
+        sp->uri = g_strdup(uri);
+        sp->sh = split_subhost_open(cfg, errp);
         split_subhost_config_free(cfg);
         si->nsubhosts = i + 1;
-        if (!si->sub[i].sh) {
+        if (!sp->sh) {
             return -EIO;
+        }
+        /* The source wrote the record before it sent this header */
+        if (!split_export_id_verify(sp->sh, sp->uri, want, errp)) {
+            return -EINVAL;
         }
     }
     si->map = fctrans_pagemap_new(npages, si->nsubhosts);
@@ -260,6 +298,17 @@ static int split_load_commit(QEMUFile *f, SplitIncoming *si, Error **errp)
             return -EINVAL;
         }
         si->commit_counts[l] = n;
+    }
+    /*
+     * Every sub-host still answers, and still holds this migration's pages
+     * (its server was not restarted since the header): the pages the map
+     * puts there are readable before anything relies on them.
+     */
+    for (l = 0; l < si->nsubhosts; l++) {
+        if (!split_export_id_verify(si->sub[l].sh, si->sub[l].uri,
+                                    &si->sub[l].export_id, errp)) {
+            return -EIO;
+        }
     }
     si->committed = true;
     /* Devices load next and read guest RAM: serve its faults from now on */
@@ -374,6 +423,7 @@ static bool split_load_is_active(void *opaque)
 bool split_incoming_start(Error **errp)
 {
     SplitIncoming *si = split_incoming;
+    unsigned k, claimed = 0;
 
     if (!si || !si->header_seen) {
         error_setg(errp, "split-memory: the source sent no split section; "
@@ -384,7 +434,58 @@ bool split_incoming_start(Error **errp)
         error_setg(errp, "split-memory: the page map is incomplete");
         return false;
     }
-    return split_pager_may_run(si->pager, errp);
+    /*
+     * Take the exports over before the source learns that the VM runs
+     * here: each record says RUNNING from now on, which tells a later
+     * source that the export is in use. Every export is checked before
+     * the first is claimed, and a failed claim gives the others back, so
+     * that a main host that will not run the VM leaves no export looking
+     * in use.
+     * All of it before the pager may run: until then no reconnect begins
+     * (a failed read breaks the load instead), so no reconnect thread
+     * reads sub[k].export_id while it changes here, or reconnects the
+     * channel under these requests. The requests still hold the BQL:
+     * process_incoming_migration_co() holds it, before the VM starts; each
+     * one is bounded by the channel's request timeout.
+     */
+    for (k = 0; k < si->nsubhosts; k++) {
+        if (!split_export_id_verify(si->sub[k].sh, si->sub[k].uri,
+                                    &si->sub[k].export_id, errp)) {
+            return false;
+        }
+    }
+    for (claimed = 0; claimed < si->nsubhosts; claimed++) {
+        FctransExportId id = si->sub[claimed].export_id;
+
+        id.state = FCTRANS_EXPORT_ID_RUNNING;
+        id.written_s = time(NULL);
+        if (!split_export_id_write(si->sub[claimed].sh, &id, errp)) {
+            goto give_back;
+        }
+    }
+    for (k = 0; k < si->nsubhosts; k++) {
+        si->sub[k].export_id.state = FCTRANS_EXPORT_ID_RUNNING;
+    }
+    if (split_pager_may_run(si->pager, errp)) {
+        return true;
+    }
+    /* Not run here after all: the records as the source wrote them */
+    for (k = 0; k < si->nsubhosts; k++) {
+        si->sub[k].export_id.state = FCTRANS_EXPORT_ID_MIGRATING;
+    }
+
+give_back:
+    while (claimed--) {
+        Error *err = NULL;
+
+        if (!split_export_id_write(si->sub[claimed].sh,
+                                   &si->sub[claimed].export_id, &err)) {
+            /* Not fatal here, but a later source will see it in use */
+            warn_reportf_err(err, "split-memory: sub-host '%s' stays "
+                             "claimed by this host: ", si->sub[claimed].id);
+        }
+    }
+    return false;
 }
 
 void split_load_handlers(SaveVMHandlers *ops)

@@ -39,9 +39,16 @@
  * Nothing here takes the BQL: a thread holding it (device emulation,
  * qtest, the monitor) may fault on guest RAM and wait for the pager.
  *
- * A sub-host that fails (request error, connection lost, detected by a
- * watchdog too) is never replaced by zeros: faults on its pages wait, a
- * SPLIT_SUBHOST_LOST event is emitted and the VM is stopped (io-error).
+ * A sub-host whose connection fails (connection lost, request timeout,
+ * detected by a watchdog too) once the VM may run is given
+ * split-reconnect-timeout to come back (see "Reconnecting" below): its
+ * reads are parked, the faults on their pages wait. A sub-host that does
+ * not come back, comes back with another export's identity, or answers a
+ * read with an error on a live connection, is lost: it is never
+ * replaced by zeros, faults on its pages wait, a SPLIT_SUBHOST_LOST
+ * event is emitted and the VM is stopped (io-error). While the device
+ * state loads, a failed read is zeros and a broken load instead (the
+ * source then keeps the VM).
  * The stop runs in a thread of its own: a vCPU that already waits for one
  * of those pages may never acknowledge it (under TCG, or while KVM
  * emulates an instruction), and the main loop must not wait for it. Such
@@ -53,6 +60,62 @@
  * (an unplugged DIMM's RAM stays mapped while the pager may place pages
  * there), and the userfaultfd is never closed: closing it would silently
  * fill every missing page with zeros.
+ *
+ * Reconnecting
+ * ------------
+ * A read that fails with its connection after the VM may run (load_state
+ * MAY_RUN), or that the channel refuses because the sub-host failed, is
+ * parked with its buffer in its sub-host's SplitRecon; its pages stay
+ * INFLIGHT. (One that the server fails, the connection still up, is not:
+ * no reconnect would come for it. That page-in fails: lost.) The first
+ * parked read, or the watchdog finding the sub-host disconnected, starts
+ * that sub-host's reconnect thread ("split-reconnect"), which alone calls
+ * fctrans_subhost_reconnect(): never the fault thread (it serves every
+ * other fault meanwhile), never a channel callback (reconnect waits for
+ * the failed requests' callbacks), never with the BQL. After each
+ * successful reconnect it checks the export's identity record: a server
+ * restarted empty, or another export, fails that check and the sub-host
+ * is lost at once; a record that cannot be read is one more connection
+ * failure, retried. Otherwise it sends every parked read again and waits
+ * until they are served; the episode ends when none is parked or in
+ * flight any more. Connection attempts back off from 50 ms to 1 s; once
+ * split-reconnect-timeout has passed since the failure (since the last
+ * reconnect, for the first few flaps of a connection that fails again at
+ * once), the sub-host is lost as above and its parked reads are dropped:
+ * their faults wait for good (zeros only for pages the guest discarded).
+ * Races, and why they are harmless:
+ *   - A fault on a page whose read is parked finds it INFLIGHT and waits
+ *     for the placement, never claims it again; the prefetch claims only
+ *     ABSENT pages.
+ *   - A discard of a parked page flags it SPLIT_PAGE_DISCARDED: the read,
+ *     re-issued, places zeros for it (split_place_locked()); given up, it
+ *     places zeros for the flagged pages only.
+ *   - Both lanes failing, or a failed read racing with the watchdog: one
+ *     thread per sub-host, started under SplitRecon.lock only when none
+ *     runs, and it stops only under that lock once nothing is parked or
+ *     in flight, so a read parked later starts a new episode.
+ *   - A read of an episode that fails again is parked in the same episode
+ *     (SplitPageIn.reissued), not in a new one with a fresh timeout.
+ *   - A new fault while a reconnect may have replaced the connection and
+ *     its export is not checked yet (SplitRecon.unverified) is parked,
+ *     not sent: the fault thread checks the flag and sends under
+ *     SplitRecon.lock, which the thread takes to set it before it
+ *     reconnects, so no read reaches an export before its check.
+ *   - Giving up (the thread, or the watchdog when a connection attempt
+ *     or the identity read hangs past the deadline, SplitRecon.attempting)
+ *     sets the sub-host lost before it takes the parked reads; parking
+ *     checks lost under the same lock, so no read is parked after that
+ *     and none stays parked without an owner. A thread whose attempt
+ *     returns after that finds the sub-host lost and ends.
+ *   - Shutdown: the pager and the channels live as long as the process,
+ *     so a reconnect thread may run until exit. A vCPU waiting for a
+ *     parked read cannot pause, so QEMU exits with a failure status at
+ *     shutdown while a reconnect runs, as it does for a lost sub-host.
+ *   - The identity record is compared with the thread's copy of
+ *     sub->export_id, which split_incoming_start() rewrites (state
+ *     RUNNING) before the pager may run, hence before any episode.
+ * Trims of discarded pages that fail meanwhile are dropped with a trace
+ * (split_discard_trim()): the map no longer uses those pages.
  */
 #include "qemu/osdep.h"
 #include <poll.h>
@@ -73,6 +136,7 @@
 #include "exec/memory.h"
 #include "exec/ramblock.h"
 #include "exec/target_page.h"
+#include "fctrans/histogram.h"
 #include "monitor/hmp.h"
 #include "monitor/monitor.h"
 #include "system/kvm.h"
@@ -95,14 +159,21 @@
 #define SPLIT_RETRY_MAX_NS      (128 * SCALE_MS)
 /* A placement still failing after this long stops the VM. */
 #define SPLIT_RETRY_GIVE_UP_NS  (10 * NANOSECONDS_PER_SECOND)
+/* Reconnection attempts: the first after 50 ms, then doubling up to 1 s. */
+#define SPLIT_RECONNECT_FIRST_MS    50
+#define SPLIT_RECONNECT_MAX_MS      1000
+/*
+ * Reconnects in one episode that give the sub-host a fresh timeout: a
+ * server that accepts us and then drops every read must not keep the
+ * guest waiting for ever.
+ */
+#define SPLIT_RECONNECT_FLAPS       4
+/* How often a reconnect thread waiting for its re-issued reads looks up. */
+#define SPLIT_RECONNECT_POLL_MS     100
 /* Pagemap entries read at once, at start. */
 #define SPLIT_PAGEMAP_CHUNK     (16 * 1024)
 /* Most addresses x-query-split-page-locations takes. */
 #define SPLIT_LOCATIONS_MAX     4096
-
-/* Latency histogram: 1 us resolution below 64 us, 8 buckets per octave. */
-#define SPLIT_LAT_LINEAR        64
-#define SPLIT_LAT_BUCKETS       (SPLIT_LAT_LINEAR + 8 * 40)
 
 /*
  * A flag on an in-flight page: the guest discarded it meanwhile, so it
@@ -130,7 +201,34 @@ typedef struct SplitPageIn {
     unsigned k;
     SplitPlace pl;              /* pl.first: the faulting page */
     int64_t t_fault;            /* ns */
+    bool reissued;              /* sent again by a reconnect; under its lock */
 } SplitPageIn;
+
+/* A sub-host's reconnection (see "Reconnecting" above). */
+typedef struct SplitRecon {
+    SplitPager *pg;
+    unsigned k;
+    QemuMutex lock;
+    QemuCond cond;              /* a re-issued read was served or parked */
+    /* Under lock: */
+    GSList *parked;             /* SplitPageIn: reads waiting to be re-sent */
+    unsigned reissued;          /* re-sent reads not completed yet */
+    bool active;                /* the reconnect thread runs */
+    /*
+     * The thread is connecting or reading the identity record: the
+     * watchdog bounds that by the deadline, connected or not.
+     */
+    bool attempting;
+    /*
+     * The thread may have reconnected, and the export behind the new
+     * connection is not checked yet: new reads are parked, not sent.
+     */
+    bool unverified;
+    uint32_t timeout_ms;        /* split-reconnect-timeout of this episode */
+    int64_t since;              /* ns: the episode began */
+    int64_t deadline;           /* ns: lost when not connected by then */
+    char *why;                  /* what began the episode */
+} SplitRecon;
 
 /* A placement that failed and is retried by the fault thread. */
 typedef struct SplitRetry {
@@ -186,65 +284,23 @@ struct SplitPager {
     uint64_t stuck;             /* atomic: retries that stopped the VM */
     bool stopping;              /* atomic: the stop thread runs */
     Notifier shutdown;
+    SplitRecon recon[SPLIT_MAX_SUBHOSTS];
 
-    QemuMutex lat_lock;
-    uint64_t lat_hist[SPLIT_LAT_BUCKETS];
-    uint64_t lat_count;
-    uint64_t lat_max_ns;
+    /* Fault to page placed, ns; lock-free (relaxed atomics) */
+    FctransHist lat;
 };
 
 static SplitPager *split_pager;
 
-static unsigned split_lat_bucket(uint64_t us)
-{
-    unsigned log;
-
-    if (us < SPLIT_LAT_LINEAR) {
-        return us;
-    }
-    log = 63 - clz64(us);           /* >= 6 */
-    return MIN(SPLIT_LAT_LINEAR + 8 * (log - 6) + ((us >> (log - 3)) & 7),
-               SPLIT_LAT_BUCKETS - 1);
-}
-
-/* Upper bound, in us, of the values in @bucket. */
-static uint64_t split_lat_bucket_max(unsigned bucket)
-{
-    unsigned log, sub;
-
-    if (bucket < SPLIT_LAT_LINEAR) {
-        return bucket;
-    }
-    log = 6 + (bucket - SPLIT_LAT_LINEAR) / 8;
-    sub = (bucket - SPLIT_LAT_LINEAR) % 8;
-    return ((UINT64_C(8) + sub + 1) << (log - 3)) - 1;
-}
-
 static void split_lat_record(SplitPager *pg, int64_t ns)
 {
-    WITH_QEMU_LOCK_GUARD(&pg->lat_lock) {
-        pg->lat_hist[split_lat_bucket(ns / 1000)]++;
-        pg->lat_count++;
-        pg->lat_max_ns = MAX(pg->lat_max_ns, (uint64_t)ns);
-    }
+    fctrans_hist_record(&pg->lat, MAX(ns, 0));
 }
 
-/* Percentile @pct (0-100) in us; call with lat_lock held. */
+/* Percentile @pct (0-100) in us */
 static uint64_t split_lat_percentile(SplitPager *pg, unsigned pct)
 {
-    uint64_t want = (pg->lat_count * pct + 99) / 100, seen = 0;
-    unsigned b;
-
-    if (!pg->lat_count) {
-        return 0;
-    }
-    for (b = 0; b < SPLIT_LAT_BUCKETS; b++) {
-        seen += pg->lat_hist[b];
-        if (seen >= want) {
-            return MIN(split_lat_bucket_max(b), pg->lat_max_ns / 1000);
-        }
-    }
-    return pg->lat_max_ns / 1000;
+    return fctrans_hist_percentile(&pg->lat, pct * 10) / 1000;
 }
 
 /* userfaultfd operations; they return 0 or -errno, quietly. */
@@ -400,11 +456,28 @@ static bool split_pager_lost_any(SplitPager *pg)
 static void split_pager_shutdown(Notifier *n, void *opaque)
 {
     SplitPager *pg = container_of(n, SplitPager, shutdown);
+    unsigned k;
 
     if (split_pager_lost_any(pg)) {
         error_report("split: guest memory that cannot be paged in: exiting "
                      "without pausing the vCPUs");
         exit(EXIT_FAILURE);
+    }
+    /*
+     * A vCPU may wait for a parked read; waiting here for the reconnect
+     * would hold the BQL for up to split-reconnect-timeout.
+     */
+    for (k = 0; k < pg->si->nsubhosts; k++) {
+        bool active;
+
+        WITH_QEMU_LOCK_GUARD(&pg->recon[k].lock) {
+            active = pg->recon[k].active;
+        }
+        if (active) {
+            error_report("split: sub-host '%s' is reconnecting: exiting "
+                         "without pausing the vCPUs", pg->si->sub[k].id);
+            exit(EXIT_FAILURE);
+        }
     }
 }
 
@@ -649,12 +722,354 @@ static int64_t split_retry_run(SplitPager *pg)
     return next;
 }
 
-static void split_pagein_done(void *opaque, const GError *gerr)
+/*
+ * The read of @pi will never be served: its sub-host is lost. Its faults
+ * wait for good; pages the guest discarded meanwhile are zeros, and need
+ * no sub-host.
+ */
+static void split_pagein_lost(SplitPageIn *pi)
 {
-    SplitPageIn *pi = opaque;
+    SplitPager *pg = pi->pg;
+    uint32_t i;
+
+    qatomic_inc(&pg->blocked);
+    for (i = 0; i < pi->pl.npages; i++) {
+        SplitPlace zero = {
+            .b = pi->pl.b, .first = pi->pl.first + i, .npages = 1,
+            .subhost = -1,
+        };
+
+        if (qatomic_read(&pg->state[zero.first]) & SPLIT_PAGE_DISCARDED) {
+            split_place(pg, &zero, NULL);
+        }
+    }
+    g_free(pi->pl.buf);
+    g_free(pi);
+}
+
+static void *split_recon_thread(void *opaque);
+
+/*
+ * With r->lock held: begin an episode for @why unless one runs. The
+ * thread is detached: the pager, and the channel, live as long as QEMU.
+ */
+static void split_recon_begin_locked(SplitRecon *r, uint32_t timeout_ms,
+                                     const char *why)
+{
+    QemuThread thread;
+
+    if (r->active) {
+        return;
+    }
+    r->active = true;
+    r->timeout_ms = timeout_ms;
+    r->since = get_clock();
+    r->deadline = r->since + (int64_t)timeout_ms * SCALE_MS;
+    g_free(r->why);
+    r->why = g_strdup(why);
+    qemu_thread_create(&thread, "split-reconnect", split_recon_thread, r,
+                       QEMU_THREAD_DETACHED);
+}
+
+/*
+ * The read of @pi failed (@why), or the channel refused it, after the VM
+ * may run. Park it until its sub-host is back. Returns false when it is
+ * lost, or reconnecting is off (split-reconnect-timeout 0): the caller
+ * treats the read as lost.
+ */
+static bool split_recon_park(SplitPageIn *pi, const char *why)
+{
+    SplitPager *pg = pi->pg;
+    SplitRecon *r = &pg->recon[pi->k];
+    uint32_t timeout_ms = migrate_split_reconnect_timeout();
+    bool parked = false;
+
+    qemu_mutex_lock(&r->lock);
+    if (pi->reissued) {
+        /* Failed again: it stays in the episode that sent it */
+        pi->reissued = false;
+        r->reissued--;
+        qemu_cond_broadcast(&r->cond);
+    }
+    if (!qatomic_read(&pg->si->sub[pi->k].lost) && (r->active || timeout_ms)) {
+        /* Under the lock: once it is unlocked, pi may be re-sent and freed */
+        trace_split_pager_read_parked(pi->k, pi->pl.first, pi->pl.npages,
+                                      why);
+        r->parked = g_slist_prepend(r->parked, pi);
+        split_recon_begin_locked(r, timeout_ms, why);
+        parked = true;
+    }
+    qemu_mutex_unlock(&r->lock);
+    return parked;
+}
+
+/* A read that a reconnect sent again was served. */
+static void split_recon_served(SplitPageIn *pi)
+{
+    SplitRecon *r = &pi->pg->recon[pi->k];
+
+    WITH_QEMU_LOCK_GUARD(&r->lock) {
+        if (pi->reissued) {
+            pi->reissued = false;
+            r->reissued--;
+            qemu_cond_broadcast(&r->cond);
+        }
+    }
+}
+
+/* The sub-host of @r is lost (@why): so are its parked reads. */
+static void split_recon_give_up(SplitRecon *r, const char *why)
+{
+    GSList *parked, *l;
+
+    /* Lost first: from now on nothing is parked (split_recon_park()) */
+    split_pager_subhost_lost(r->pg, r->k, why);
+    WITH_QEMU_LOCK_GUARD(&r->lock) {
+        parked = r->parked;
+        r->parked = NULL;
+    }
+    for (l = parked; l; l = l->next) {
+        split_pagein_lost(l->data);
+    }
+    g_slist_free(parked);
+}
+
+static void split_pagein_done(void *opaque, const GError *gerr);
+static void split_pagein_failed(SplitPageIn *pi, const GError *gerr,
+                                bool conn_lost);
+
+/*
+ * The sub-host of @r is connected and its export checked: send the parked
+ * reads again and wait until each is served or parked again. Returns true
+ * when all were served and nothing else is parked: the episode is over
+ * (r->active is cleared). False when some read failed again.
+ */
+static bool split_recon_reissue(SplitRecon *r, unsigned *sent)
+{
+    SplitPager *pg = r->pg;
+    FctransSubhost *sh = pg->si->sub[r->k].sh;
+    GSList *list, *l;
+    bool done;
+
+    WITH_QEMU_LOCK_GUARD(&r->lock) {
+        list = r->parked;
+        r->parked = NULL;
+        for (l = list; l; l = l->next) {
+            ((SplitPageIn *)l->data)->reissued = true;
+            r->reissued++;
+        }
+    }
+    *sent = g_slist_length(list);
+    /* Oldest first: the list was built by prepending */
+    list = g_slist_reverse(list);
+    for (l = list; l; l = l->next) {
+        g_autoptr(GError) gerr = NULL;
+        SplitPageIn *pi = l->data;
+
+        if (!fctrans_subhost_read(sh, pi->pl.first * pg->page_size,
+                                  (uint64_t)pi->pl.npages * pg->page_size,
+                                  pi->pl.buf, FCTRANS_SUBHOST_REQ_URGENT,
+                                  split_pagein_done, pi, &gerr)) {
+            /* Refused: the sub-host failed again. Parked again, or lost */
+            split_pagein_failed(pi, gerr, true);
+        }
+    }
+    g_slist_free(list);
+
+    qemu_mutex_lock(&r->lock);
+    while (r->reissued && !r->parked &&
+           !qatomic_read(&pg->si->sub[r->k].lost)) {
+        qemu_cond_timedwait(&r->cond, &r->lock, SPLIT_RECONNECT_POLL_MS);
+    }
+    done = !r->reissued && !r->parked &&
+           !qatomic_read(&pg->si->sub[r->k].lost);
+    if (done) {
+        r->active = false;
+    }
+    qemu_mutex_unlock(&r->lock);
+    return done;
+}
+
+/*
+ * After a reconnect: whether the export behind @sub still holds @want's
+ * identity record. 1: it does; 0: it holds another record, or none, or
+ * something else (final: never its pages); -1: the record could not be
+ * read, which is a connection loss like any other (retried until the
+ * deadline). split_export_id_verify() cannot tell the last two apart: a
+ * failed read and a corrupt record are both -1 of split_export_id_read().
+ */
+static int split_recon_verify(SplitPagerSubhost *sub,
+                              const FctransExportId *want, Error **errp)
+{
+    g_autofree uint8_t *buf = g_malloc(FCTRANS_EXPORT_ID_SIZE);
+    g_autoptr(GError) gerr = NULL;
+    FctransExportId found;
+    uint64_t off = fctrans_export_id_offset(
+        fctrans_subhost_export_size(sub->sh));
+
+    if (!fctrans_subhost_read_sync(sub->sh, off, FCTRANS_EXPORT_ID_SIZE, buf,
+                                   &gerr)) {
+        error_setg(errp, "split-memory: sub-host '%s' (%s): cannot read the "
+                   "export's identity record: %s", sub->id, sub->uri,
+                   gerr->message);
+        return -1;
+    }
+    if (!fctrans_export_id_decode(buf, &found, &gerr) ||
+        !fctrans_export_id_match(want, &found, &gerr)) {
+        error_setg(errp, "split-memory: sub-host '%s' (%s): %s", sub->id,
+                   sub->uri, gerr->message);
+        return 0;
+    }
+    trace_split_export_id(sub->id, "verified", found.state);
+    return 1;
+}
+
+/*
+ * A sub-host's reconnect thread: reconnect with backoff, check the
+ * export's identity, re-send the parked reads; give up at the deadline.
+ * It never takes the BQL, and runs no channel callback.
+ */
+static void *split_recon_thread(void *opaque)
+{
+    SplitRecon *r = opaque;
+    SplitPager *pg = r->pg;
+    SplitPagerSubhost *sub = &pg->si->sub[r->k];
+    /*
+     * A copy, taken once: split_incoming_start() writes sub->export_id
+     * under no lock of ours. It does so before the pager may run, hence
+     * before any episode begins, so this copy is final.
+     */
+    FctransExportId want = sub->export_id;
+    int64_t backoff_ms = SPLIT_RECONNECT_FIRST_MS, since, now;
+    g_autofree char *last = NULL;
+    unsigned attempts = 0, flaps = 0;
+    uint32_t timeout_ms;
+    bool was_failed = false;
+
+    WITH_QEMU_LOCK_GUARD(&r->lock) {
+        last = g_strdup(r->why);
+        since = r->since;
+        timeout_ms = r->timeout_ms;
+    }
+    warn_report("split: sub-host '%s': %s; reconnecting for up to %u ms",
+                sub->id, last, timeout_ms);
+    trace_split_pager_reconnect_start(sub->id, timeout_ms, last);
+
+    while (!qatomic_read(&sub->lost)) {
+        g_autoptr(GError) gerr = NULL;
+        Error *err = NULL;
+        int64_t deadline;
+        unsigned sent;
+        bool connected;
+        int verified = -1;
+
+        attempts++;
+        /* Sticky: a reconnect may succeed and its record read fail */
+        was_failed = was_failed || !fctrans_subhost_is_connected(sub->sh);
+        /*
+         * Either call may hang (a silent server: the channel's own
+         * timeouts are longer than ours): the watchdog gives the
+         * sub-host up at the deadline meanwhile.
+         */
+        WITH_QEMU_LOCK_GUARD(&r->lock) {
+            r->attempting = true;
+            r->unverified = true;
+        }
+        connected = fctrans_subhost_reconnect(sub->sh, &gerr);
+        if (connected) {
+            verified = split_recon_verify(sub, &want, &err);
+        }
+        WITH_QEMU_LOCK_GUARD(&r->lock) {
+            r->attempting = false;
+            r->unverified = verified != 1;
+        }
+        if (qatomic_read(&sub->lost)) {
+            /* Given up by the watchdog while this attempt hung */
+            error_free(err);
+            break;
+        }
+        if (!connected) {
+            g_free(last);
+            last = g_strdup(gerr->message);
+        } else if (!verified) {
+            /* Another export, or one restarted empty: never its pages */
+            split_recon_give_up(r, error_get_pretty(err));
+            error_free(err);
+            break;
+        } else if (verified < 0) {
+            /* The record could not be read: retried as a lost connection */
+            g_free(last);
+            last = g_strdup(error_get_pretty(err));
+            error_free(err);
+        } else {
+            if (was_failed) {
+                FctransSubhostStats st;
+
+                fctrans_subhost_get_stats(sub->sh, &st);
+                now = get_clock();
+                warn_report("split: sub-host '%s' reconnected after %" PRId64
+                            " ms (attempt %u, reconnect %" PRIu64 ")",
+                            sub->id, (now - since) / SCALE_MS, attempts,
+                            st.reconnects);
+                trace_split_pager_reconnected(sub->id, st.reconnects,
+                                              (now - since) / SCALE_MS);
+                if (flaps++ < SPLIT_RECONNECT_FLAPS) {
+                    /* Back and ours: a failure from now on is a new one */
+                    WITH_QEMU_LOCK_GUARD(&r->lock) {
+                        r->deadline = now + (int64_t)timeout_ms * SCALE_MS;
+                    }
+                    backoff_ms = SPLIT_RECONNECT_FIRST_MS;
+                }
+                was_failed = false;
+            }
+            if (split_recon_reissue(r, &sent)) {
+                trace_split_pager_reconnect_done(sub->id, sent,
+                                                 (get_clock() - since) /
+                                                 SCALE_MS);
+                return NULL;        /* r->active was cleared */
+            }
+            g_free(last);
+            last = g_strdup("reads failed again after the reconnect");
+        }
+
+        now = get_clock();
+        WITH_QEMU_LOCK_GUARD(&r->lock) {
+            deadline = r->deadline;
+        }
+        trace_split_pager_reconnect_failed(sub->id, attempts,
+                                           (now - since) / SCALE_MS, last);
+        if (now >= deadline) {
+            g_autofree char *why = g_strdup_printf(
+                "not reconnected within %u ms: %s", timeout_ms, last);
+
+            split_recon_give_up(r, why);
+            break;
+        }
+        g_usleep(MIN(backoff_ms, (deadline - now + SCALE_MS - 1) / SCALE_MS) *
+                 1000);
+        backoff_ms = MIN(backoff_ms * 2, SPLIT_RECONNECT_MAX_MS);
+    }
+
+    /* Lost: drop what was parked since (split_recon_give_up() did before) */
+    WITH_QEMU_LOCK_GUARD(&r->lock) {
+        r->active = false;
+    }
+    split_recon_give_up(r, last);
+    return NULL;
+}
+
+/*
+ * The read of @pi failed with @gerr, or the channel refused it.
+ * @conn_lost: because the connection to its sub-host failed (a refusal
+ * always is: the channel refuses reads only while the sub-host is
+ * failed or closing), not because the server answered with an error.
+ */
+static void split_pagein_failed(SplitPageIn *pi, const GError *gerr,
+                                bool conn_lost)
+{
     SplitPager *pg = pi->pg;
 
-    if (gerr && split_pager_load_broken(pg)) {
+    if (split_pager_load_broken(pg)) {
         /* The VM will not run: zeros let the device state load end */
         uint32_t i;
 
@@ -670,38 +1085,55 @@ static void split_pagein_done(void *opaque, const GError *gerr)
             }
         }
         split_place(pg, &pi->pl, pi->pl.buf);
-    } else if (gerr) {
-        /*
-         * Never zeros instead of the guest's data: the faults wait. Pages
-         * the guest discarded meanwhile are zeros, and need no sub-host.
-         */
-        uint32_t i;
-
-        qatomic_inc(&pg->blocked);
-        split_pager_subhost_lost(pg, pi->k, gerr->message);
-        for (i = 0; i < pi->pl.npages; i++) {
-            SplitPlace zero = {
-                .b = pi->pl.b, .first = pi->pl.first + i, .npages = 1,
-                .subhost = -1,
-            };
-
-            if (qatomic_read(&pg->state[zero.first]) & SPLIT_PAGE_DISCARDED) {
-                split_place(pg, &zero, NULL);
-            }
-        }
-        g_free(pi->pl.buf);
-    } else {
-        int64_t ns = get_clock() - pi->t_fault;
-        uint64_t first = pi->pl.first;
-        uint32_t npages = pi->pl.npages;
-
-        split_lat_record(pg, ns);
-        qatomic_inc(&pg->page_ins_remote);
-        qatomic_add(&pg->prefetched, npages - 1);
-        qatomic_add(&pg->si->sub[pi->k].page_ins, npages);
-        split_place(pg, &pi->pl, pi->pl.buf);
-        trace_split_pager_pagein(pi->k, first, npages, ns / 1000);
+        g_free(pi);
+        return;
     }
+    /* Never zeros instead of the guest's data: the faults wait */
+    if (!conn_lost) {
+        /*
+         * The server answered this read with an error (EIO, say) on a
+         * connection that is still up: no reconnect will come for it, and
+         * the server gave its answer. Lost now, with its parked reads if
+         * an episode runs; this read no longer counts as re-sent.
+         */
+        split_recon_served(pi);
+        split_recon_give_up(&pg->recon[pi->k], gerr->message);
+    } else if (split_recon_park(pi, gerr->message)) {
+        return;
+    } else {
+        split_pager_subhost_lost(pg, pi->k, gerr->message);
+    }
+    split_pagein_lost(pi);
+}
+
+static void split_pagein_done(void *opaque, const GError *gerr)
+{
+    SplitPageIn *pi = opaque;
+    SplitPager *pg = pi->pg;
+    uint64_t first = pi->pl.first;
+    uint32_t npages = pi->pl.npages;
+    int64_t ns;
+
+    if (gerr) {
+        /*
+         * A connection that dies fails the sub-host before the callbacks
+         * of its requests run, and a reconnect waits for those callbacks:
+         * a sub-host still connected here answered this read with an
+         * error.
+         */
+        split_pagein_failed(pi, gerr, !fctrans_subhost_is_connected(
+                                          pg->si->sub[pi->k].sh));
+        return;
+    }
+    ns = get_clock() - pi->t_fault;
+    split_lat_record(pg, ns);
+    qatomic_inc(&pg->page_ins_remote);
+    qatomic_add(&pg->prefetched, npages - 1);
+    qatomic_add(&pg->si->sub[pi->k].page_ins, npages);
+    split_place(pg, &pi->pl, pi->pl.buf);
+    /* Placed: a reconnect waiting for this read may end its episode */
+    split_recon_served(pi);
+    trace_split_pager_pagein(pi->k, first, npages, ns / 1000);
     g_free(pi);
 }
 
@@ -918,9 +1350,10 @@ static void split_pager_fault(SplitPager *pg, uint64_t addr)
     SplitBlock *b = split_pager_find_block(pg, addr);
     g_autoptr(GError) gerr = NULL;
     SplitPageIn *pi;
+    SplitRecon *r;
     SplitPlace pl;
     uint64_t g;
-    bool claimed;
+    bool claimed, sent = false, parked = false;
 
     if (!b) {
         void *page = (void *)(uintptr_t)(addr & ~(uint64_t)(pg->page_size -
@@ -966,24 +1399,91 @@ static void split_pager_fault(SplitPager *pg, uint64_t addr)
     pi->pl = pl;
     pi->pl.buf = g_malloc((uint64_t)pl.npages * pg->page_size);
     pi->t_fault = get_clock();
-    if (!fctrans_subhost_read(pg->si->sub[pi->k].sh, g * pg->page_size,
-                              (uint64_t)pl.npages * pg->page_size,
-                              pi->pl.buf, FCTRANS_SUBHOST_REQ_URGENT,
-                              split_pagein_done, pi, &gerr)) {
-        /* As a read that failed: zeros while loading, else the faults wait */
-        split_pagein_done(pi, gerr);
+    /*
+     * Not to an export a reconnect has not checked yet: an empty server
+     * or another VM's export would hand the guest wrong pages. Checked
+     * and sent under the lock, so that no reconnect falls between.
+     */
+    r = &pg->recon[pi->k];
+    qemu_mutex_lock(&r->lock);
+    if (!r->unverified) {
+        sent = fctrans_subhost_read(pg->si->sub[pi->k].sh, g * pg->page_size,
+                                    (uint64_t)pl.npages * pg->page_size,
+                                    pi->pl.buf, FCTRANS_SUBHOST_REQ_URGENT,
+                                    split_pagein_done, pi, &gerr);
+    } else if (!qatomic_read(&pg->si->sub[pi->k].lost)) {
+        /* The reconnect thread sends it once the export is checked */
+        r->parked = g_slist_prepend(r->parked, pi);
+        parked = true;
+    }
+    qemu_mutex_unlock(&r->lock);
+    if (sent) {
+        return;
+    } else if (parked) {
+        /* Not pi: the reconnect thread may have sent it and freed it */
+        trace_split_pager_read_parked(pl.subhost, pl.first, pl.npages,
+                                      "export not checked since the "
+                                      "reconnect");
+    } else if (gerr) {
+        /* Refused: zeros while loading, else parked or lost */
+        split_pagein_failed(pi, gerr, true);
+    } else {
+        /* Lost before its export was checked: never read from there */
+        split_pagein_lost(pi);
     }
 }
 
+/*
+ * A sub-host that holds pages and is not connected: reconnect it once the
+ * VM may run, else it is lost. A reconnect whose attempt hangs past its
+ * deadline (a silent network or server: the channel's connect and request
+ * timeouts are longer) is given up here, so that the loss is reported on
+ * time. That includes the identity read after a connect that succeeded:
+ * the sub-host is connected then, but the faults still wait.
+ */
 static void split_pager_watchdog(SplitPager *pg)
 {
+    uint32_t timeout_ms = migrate_split_reconnect_timeout();
+    int64_t now = get_clock();
     unsigned k;
 
     for (k = 0; k < pg->si->nsubhosts; k++) {
         SplitPagerSubhost *sub = &pg->si->sub[k];
+        SplitRecon *r = &pg->recon[k];
+        bool give_up = false, lost = false, connected;
+        uint32_t episode_ms = 0;
 
-        if (!qatomic_read(&sub->lost) && qatomic_read(&sub->remaining) &&
-            !fctrans_subhost_is_connected(sub->sh)) {
+        if (qatomic_read(&sub->lost)) {
+            continue;
+        }
+        connected = fctrans_subhost_is_connected(sub->sh);
+        WITH_QEMU_LOCK_GUARD(&r->lock) {
+            if (r->active) {
+                /*
+                 * Not while connected between attempts: the re-sent reads
+                 * are served then, or time out in the channel, which
+                 * fails the connection.
+                 */
+                give_up = (!connected || r->attempting) &&
+                          now >= r->deadline + SPLIT_WATCHDOG_MS * SCALE_MS;
+                episode_ms = r->timeout_ms;
+            } else if (connected || !qatomic_read(&sub->remaining)) {
+                /* Fine, or nothing to page in from there */
+            } else if (timeout_ms &&
+                       /* Acquire: sub->export_id is final (see the thread) */
+                       qatomic_load_acquire(&pg->load_state) ==
+                       SPLIT_LOAD_MAY_RUN) {
+                split_recon_begin_locked(r, timeout_ms, "connection lost");
+            } else {
+                lost = true;
+            }
+        }
+        if (give_up) {
+            g_autofree char *why = g_strdup_printf(
+                "not reconnected within %u ms", episode_ms);
+
+            split_recon_give_up(r, why);
+        } else if (lost) {
             split_pager_subhost_lost(pg, k, "connection lost");
         }
     }
@@ -1192,9 +1692,14 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
     pg->page_size = ps;
     pg->uffd = -1;
     pg->state = g_malloc0(si->layout.npages);
-    qemu_mutex_init(&pg->lat_lock);
     qemu_mutex_init(&pg->retry_lock);
     g_rw_lock_init(&pg->place_lock);
+    for (i = 0; i < SPLIT_MAX_SUBHOSTS; i++) {
+        pg->recon[i].pg = pg;
+        pg->recon[i].k = i;
+        qemu_mutex_init(&pg->recon[i].lock);
+        qemu_cond_init(&pg->recon[i].cond);
+    }
     if (event_notifier_init(&pg->retry_notify, false)) {
         error_setg(errp, "split: cannot create the pager's event notifier");
         goto fail_notify;
@@ -1294,8 +1799,11 @@ fail_notify:
         g_array_free(pg->memcg_waiting, true);
     }
     g_rw_lock_clear(&pg->place_lock);
+    for (i = 0; i < SPLIT_MAX_SUBHOSTS; i++) {
+        qemu_cond_destroy(&pg->recon[i].cond);
+        qemu_mutex_destroy(&pg->recon[i].lock);
+    }
     qemu_mutex_destroy(&pg->retry_lock);
-    qemu_mutex_destroy(&pg->lat_lock);
     g_free(pg->state);
     g_free(pg);
     return false;
@@ -1512,12 +2020,15 @@ SplitMemoryInfo *qmp_query_split_memory(Error **errp)
     for (k = 0; k < pg->si->nsubhosts; k++) {
         SplitPagerSubhost *sub = &pg->si->sub[k];
         SplitMemorySubhost *s = g_new0(SplitMemorySubhost, 1);
+        FctransSubhostStats st;
 
         s->id = g_strdup(sub->id);
         s->pages = qatomic_read(&sub->remaining);
         s->page_ins = qatomic_read(&sub->page_ins);
         s->connected = !qatomic_read(&sub->lost) &&
                        fctrans_subhost_is_connected(sub->sh);
+        fctrans_subhost_get_stats(sub->sh, &st);
+        s->reconnects = st.reconnects;
         QAPI_LIST_APPEND(tail, s);
     }
     info->has_page_ins_remote = true;
@@ -1540,21 +2051,35 @@ SplitMemoryInfo *qmp_query_split_memory(Error **errp)
     info->discarded_pages = qatomic_read(&pg->discarded);
     info->has_dropped_at_start = true;
     info->dropped_at_start = pg->dropped_at_start;
-    WITH_QEMU_LOCK_GUARD(&pg->lat_lock) {
-        info->has_latency_p50 = true;
-        info->latency_p50 = split_lat_percentile(pg, 50);
-        info->has_latency_p99 = true;
-        info->latency_p99 = split_lat_percentile(pg, 99);
-        info->has_latency_max = true;
-        info->latency_max = pg->lat_max_ns / 1000;
-    }
+    info->has_latency_p50 = true;
+    info->latency_p50 = split_lat_percentile(pg, 50);
+    info->has_latency_p99 = true;
+    info->latency_p99 = split_lat_percentile(pg, 99);
+    info->has_latency_max = true;
+    info->latency_max = fctrans_hist_max(&pg->lat) / 1000;
     return info;
+}
+
+/* Whether sub-host @k of the split-memory VM is being reconnected. */
+static bool split_recon_running(unsigned k)
+{
+    SplitPager *pg = qatomic_read(&split_pager);
+    SplitRecon *r = pg && k < pg->si->nsubhosts ? &pg->recon[k] : NULL;
+
+    if (!r || qatomic_read(&pg->si->sub[k].lost)) {
+        return false;
+    }
+    WITH_QEMU_LOCK_GUARD(&r->lock) {
+        return r->active;
+    }
+    return false;
 }
 
 void hmp_info_split_memory(Monitor *mon, const QDict *qdict)
 {
     g_autoptr(SplitMemoryInfo) info = qmp_query_split_memory(NULL);
     SplitMemorySubhostList *l;
+    unsigned k;
 
     if (!info->active) {
         monitor_printf(mon, "split memory: off\n");
@@ -1567,11 +2092,12 @@ void hmp_info_split_memory(Monitor *mon, const QDict *qdict)
                    info->resident_pages, info->resident_pages_at_start,
                    info->resident_budget / info->page_size);
     monitor_printf(mon, "unused: %" PRIu64 " pages\n", info->unused_pages);
-    for (l = info->subhosts; l; l = l->next) {
+    for (l = info->subhosts, k = 0; l; l = l->next, k++) {
         monitor_printf(mon, "sub-host %s: %" PRIu64 " pages, %" PRIu64
                        " paged in, %s\n", l->value->id, l->value->pages,
                        l->value->page_ins,
-                       l->value->connected ? "connected" : "LOST");
+                       l->value->connected ? "connected" :
+                       split_recon_running(k) ? "reconnecting" : "LOST");
     }
     monitor_printf(mon, "page-ins: remote %" PRIu64 " (+%" PRIu64
                    " prefetched), local %" PRIu64 ", in flight %" PRIu64

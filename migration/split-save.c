@@ -10,6 +10,12 @@
  * the pending bitmap (atomically) and what SplitSave.lock protects; query
  * functions read statistics with atomic loads.
  *
+ * The source is never held by a sub-host: every wait on one (connect,
+ * claim, writes in flight, drain, flush) drops the BQL, migrate_cancel and
+ * yank shut every channel down so that the wait ends at once, switchover
+ * waits at most SPLIT_SWITCHOVER_MIN_MS or twice downtime-limit, and a
+ * failed migration drops its pages on a thread of its own.
+ *
  * A page has at most one write or trim on the sub-hosts at a time (NBD
  * does not order requests in flight): a page that is batched or in flight
  * has its bit set in the pending bitmap, and a new request for it waits.
@@ -19,7 +25,15 @@
 #include "qemu/cutils.h"
 #include "qemu/error-report.h"
 #include "qemu/thread.h"
+#include "qemu/main-loop.h"
+#include "qemu/timer.h"
+#include "qemu/yank.h"
+#include "qapi/clone-visitor.h"
 #include "qapi/error.h"
+#include "qapi/qapi-visit-split.h"
+#include "system/reset.h"
+#include "system/runstate.h"
+#include "system/system.h"
 #include "exec/ramblock.h"
 #include "exec/target_page.h"
 #include "migration/misc.h"
@@ -39,11 +53,31 @@
 #define SPLIT_TRIM_MAX          (32 * 1024 * 1024)
 /* Bytes of sub-host writes in flight before the migration thread waits. */
 #define SPLIT_INFLIGHT_MAX      (32 * 1024 * 1024)
+/* Trims in flight at once when a failed migration cleans up. */
+#define SPLIT_CLEANUP_TRIMS_MAX 64
+/* Map bytes per changed page, for the pending estimate (short varints). */
+#define SPLIT_MAP_BYTES_PER_PAGE 3
+/*
+ * From the switchover on, the sub-hosts have this long, or twice
+ * downtime-limit if that is more, to store what is left; then the
+ * migration fails and the source runs the VM again.
+ */
+#define SPLIT_SWITCHOVER_MIN_MS 5000
+/*
+ * How long a failed or cancelled migration's cleanup waits for the
+ * requests in flight before it shuts the channels down (a silent
+ * sub-host) and trims over new connections.
+ */
+#define SPLIT_CLEANUP_DRAIN_MS 2000
 
 typedef struct SplitSave SplitSave;
 
 typedef struct SplitSaveSubhost {
     FctransSubhost *sh;
+    FctransSubhostConfig *cfg;  /* to reconnect for the cleanup's trims */
+    FctransExportId export_id;  /* the record this migration wrote there */
+    bool id_written;
+    unsigned trim_errors;       /* atomic: trims that completed with an error */
     /* Write batch: wb_npages pages from global page wb_first */
     uint64_t wb_first;
     uint32_t wb_npages;
@@ -94,10 +128,266 @@ struct SplitSave {
     unsigned inflight_reqs;     /* lock */
     Error *error;               /* lock: first failure of a request */
     bool failed;                /* atomic: error is set */
+    bool completed;             /* the commit was sent */
+    int resumable;              /* split_save_resumable(), -1: not known yet */
+    int64_t deadline_ns;        /* lock: wait deadline (realtime); 0: none */
+    bool in_cleanup;            /* lock: the deadline is the cleanup's drain */
+    FctransCancel *cancel;      /* stops connects; lives as long as @sub */
+    bool reset_in_switchover;   /* atomic: see split_save_reset() */
+    NotifierWithReturn precopy_notifier;
 };
+
+/*
+ * What migrate_cancel and yank reach from the main loop while the
+ * migration thread may be waiting on a sub-host: the token that stops
+ * connects, and the channels open so far. The lock is only held for
+ * non-blocking calls.
+ */
+typedef struct SplitSaveCancel {
+    QemuMutex lock;
+    FctransCancel *token;       /* NULL: no split migration on this source */
+    FctransSubhost *sh[SPLIT_MAX_SUBHOSTS];
+    unsigned nsh;
+    bool yank_registered;       /* migration thread and cleanup only */
+} SplitSaveCancel;
 
 static SplitSave *split_save;
 static SplitSaveStats split_stats;
+static SplitSaveCancel split_cancel;
+/* atomic: a failed migration's cleanup thread still drops its pages */
+static bool split_cleanup_busy;
+
+/*
+ * The migration ids of identity records that this process's failed or
+ * cancelled migrations had to leave on a sub-host (a trim or a write
+ * failed), with the pages they name trimmed already or about to be: its
+ * next migration may take those exports over, as it may with a record of
+ * its own -uuid. Written by a cleanup or a failed setup, read by the next
+ * setup, which split_cleanup_busy keeps from overlapping. The oldest go
+ * first once it is full: their exports then need a server restart.
+ */
+#define SPLIT_LEFT_MAX 64
+static uint8_t split_left[SPLIT_LEFT_MAX][FCTRANS_EXPORT_ID_UUID_LEN];
+static unsigned split_left_n;
+
+static void split_save_left_behind(SplitSave *ss)
+{
+    unsigned k;
+
+    for (k = 0; k < ss->nsubhosts; k++) {
+        if (ss->sub[k].id_written) {
+            memcpy(split_left[split_left_n++ % SPLIT_LEFT_MAX],
+                   ss->sub[k].export_id.migration_id,
+                   FCTRANS_EXPORT_ID_UUID_LEN);
+            return;     /* one id for the whole migration */
+        }
+    }
+}
+
+static bool split_save_is_left_behind(const uint8_t *migration_id)
+{
+    unsigned i;
+
+    for (i = 0; i < MIN(split_left_n, SPLIT_LEFT_MAX); i++) {
+        if (!memcmp(split_left[i], migration_id,
+                    FCTRANS_EXPORT_ID_UUID_LEN)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Shut every open channel down and stop connects, without blocking. */
+static void split_save_shutdown_all(const char *why)
+{
+    unsigned k;
+
+    WITH_QEMU_LOCK_GUARD(&split_cancel.lock) {
+        if (!split_cancel.token) {
+            return;
+        }
+        trace_split_save_shutdown(why, split_cancel.nsh);
+        fctrans_cancel_trigger(split_cancel.token);
+        for (k = 0; k < split_cancel.nsh; k++) {
+            fctrans_subhost_shutdown(split_cancel.sh[k], why);
+        }
+    }
+}
+
+void split_save_cancel(void)
+{
+    split_save_shutdown_all("the migration was cancelled");
+}
+
+static void split_save_yank(void *opaque)
+{
+    split_save_shutdown_all("the migration was yanked");
+}
+
+static bool split_save_cancel_begin(SplitSave *ss, QEMUFile *f,
+                                    Error **errp)
+{
+    g_autoptr(GError) gerr = NULL;
+
+    ss->cancel = fctrans_cancel_new(&gerr);
+    if (!ss->cancel) {
+        error_setg(errp, "split-memory: %s", gerr->message);
+        return false;
+    }
+    WITH_QEMU_LOCK_GUARD(&split_cancel.lock) {
+        split_cancel.token = ss->cancel;
+        split_cancel.nsh = 0;
+        /*
+         * A cancel or yank that came before the token found nothing to
+         * stop. migration_cancel() sets the state before it takes this
+         * lock, so either it is seen here or the token is seen there.
+         */
+        if (migrate_get_current()->state == MIGRATION_STATUS_CANCELLING ||
+            qemu_file_get_error(f)) {
+            fctrans_cancel_trigger(ss->cancel);
+        }
+    }
+    /* qmp_migrate registered the instance; migration_cleanup drops it */
+    yank_register_function(MIGRATION_YANK_INSTANCE, split_save_yank, NULL);
+    split_cancel.yank_registered = true;
+    return true;
+}
+
+static void split_save_cancel_add(FctransSubhost *sh)
+{
+    WITH_QEMU_LOCK_GUARD(&split_cancel.lock) {
+        split_cancel.sh[split_cancel.nsh++] = sh;
+        /* Cancelled just as it connected */
+        if (fctrans_cancel_is_set(split_cancel.token)) {
+            fctrans_subhost_shutdown(sh, "the migration was cancelled");
+        }
+    }
+}
+
+/*
+ * Before the channels are closed or handed to the cleanup thread, whose
+ * trims are bounded by the request timeout, not by a cancel.
+ */
+static void split_save_cancel_end(void)
+{
+    if (split_cancel.yank_registered) {
+        yank_unregister_function(MIGRATION_YANK_INSTANCE, split_save_yank,
+                                 NULL);
+        split_cancel.yank_registered = false;
+    }
+    WITH_QEMU_LOCK_GUARD(&split_cancel.lock) {
+        split_cancel.token = NULL;
+        split_cancel.nsh = 0;
+    }
+}
+
+/*
+ * Waits on the sub-hosts never hold the BQL, so that QMP, migrate_cancel
+ * and yank are answered while a sub-host is slow or silent: setup drops it
+ * around its connects, split_save_cond_wait() while it actually waits.
+ * That includes completion, with the VM stopped in finish-migrate: 'cont'
+ * is refused there, device_add and device_del while a migration runs, and
+ * what other commands change in devices is saved after this section. The
+ * exception is a system reset, which may rewrite ROMs in guest RAM after
+ * RAM's last pass: split_save_reset() fails such a migration.
+ */
+static bool split_save_bql_drop(void)
+{
+    if (!bql_locked()) {
+        return false;
+    }
+    bql_unlock();
+    return true;
+}
+
+static void split_save_bql_retake(bool dropped)
+{
+    if (dropped) {
+        bql_lock();
+    }
+}
+
+/*
+ * One wait on ss->cond, with ss->lock held. Past the switchover deadline
+ * the migration fails, and every channel is shut down so that this wait
+ * and every other one end at once.
+ */
+static void split_save_cond_wait(SplitSave *ss)
+{
+    bool bql = split_save_bql_drop();
+    bool woken = true;
+    int64_t left;
+    unsigned k;
+
+    if (!ss->deadline_ns) {
+        qemu_cond_wait(&ss->cond, &ss->lock);
+    } else {
+        left = ss->deadline_ns - qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+        woken = left > 0 &&
+                qemu_cond_timedwait(&ss->cond, &ss->lock,
+                                    DIV_ROUND_UP(left, SCALE_MS));
+    }
+    if (bql) {
+        /* The BQL comes before ss->lock: callers re-check what they wait for */
+        qemu_mutex_unlock(&ss->lock);
+        split_save_bql_retake(bql);
+        qemu_mutex_lock(&ss->lock);
+    }
+    if (woken || !ss->deadline_ns ||
+        qemu_clock_get_ns(QEMU_CLOCK_REALTIME) < ss->deadline_ns) {
+        return;
+    }
+    ss->deadline_ns = 0;
+    if (!ss->error && !ss->in_cleanup) {
+        error_setg(&ss->error, "split-memory: the sub-hosts did not store "
+                   "the last pages within %u ms of the switchover; the "
+                   "source runs the VM again",
+                   (unsigned)MAX(SPLIT_SWITCHOVER_MIN_MS,
+                                 2 * migrate_downtime_limit()));
+    }
+    qatomic_set(&ss->failed, true);
+    trace_split_save_deadline(ss->in_cleanup ? "cleanup" : "switchover");
+    /*
+     * The thread that owns @ss: its channels directly, not through
+     * split_cancel, whose lock comes before ss->lock.
+     */
+    for (k = 0; k < ss->nsubhosts; k++) {
+        fctrans_subhost_shutdown(ss->sub[k].sh, ss->in_cleanup ?
+                                 "the cleanup's drain timed out" :
+                                 "the switchover deadline passed");
+    }
+}
+
+/*
+ * A system reset while the switchover waits without the BQL (QMP
+ * system_reset, say) may rewrite guest RAM after RAM's last pass, ROM
+ * images for one, while the device state saved after it is the reset
+ * one: such a migration fails and the source runs on, reset.
+ */
+static void split_save_reset(void *opaque)
+{
+    SplitSave *ss = opaque;
+
+    if (runstate_check(RUN_STATE_FINISH_MIGRATE)) {
+        qatomic_set(&ss->reset_in_switchover, true);
+    }
+}
+
+static int split_save_precopy_notify(NotifierWithReturn *n, void *data,
+                                     Error **errp)
+{
+    SplitSave *ss = container_of(n, SplitSave, precopy_notifier);
+    PrecopyNotifyData *pnd = data;
+
+    if (pnd->reason == PRECOPY_NOTIFY_COMPLETE) {
+        WITH_QEMU_LOCK_GUARD(&ss->lock) {
+            ss->deadline_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
+                              MAX(SPLIT_SWITCHOVER_MIN_MS,
+                                  2 * migrate_downtime_limit()) * SCALE_MS;
+        }
+    }
+    return 0;
+}
 
 static void split_save_stats_snapshot(SplitSave *ss)
 {
@@ -147,13 +437,22 @@ static void split_save_done(void *opaque, const GError *gerr)
     if (gerr) {
         Error *err = NULL;
 
-        split_error_from_gerror(&err, gerr,
-                                "split: sub-host '%s': %s of %" PRIu64
-                                " pages at page %" PRIu64 " failed",
-                                fctrans_subhost_id(ss->sub[req->k].sh),
-                                fctrans_subhost_op_name(req->op),
-                                req->npages, req->first);
+        if (req->op == FCTRANS_SUBHOST_OP_FLUSH) {
+            split_error_from_gerror(&err, gerr, "split-memory: sub-host '%s':"
+                                    " flush before the commit failed",
+                                    fctrans_subhost_id(ss->sub[req->k].sh));
+        } else {
+            split_error_from_gerror(&err, gerr,
+                                    "split: sub-host '%s': %s of %" PRIu64
+                                    " pages at page %" PRIu64 " failed",
+                                    fctrans_subhost_id(ss->sub[req->k].sh),
+                                    fctrans_subhost_op_name(req->op),
+                                    req->npages, req->first);
+        }
         split_save_set_error(ss, err);
+        if (req->op == FCTRANS_SUBHOST_OP_TRIM) {
+            qatomic_inc(&ss->sub[req->k].trim_errors);
+        }
     }
     for (p = req->first; p < req->first + req->npages; p++) {
         clear_bit_atomic(p, ss->pending);
@@ -174,7 +473,7 @@ static void split_save_wait_idle(SplitSave *ss)
 {
     WITH_QEMU_LOCK_GUARD(&ss->lock) {
         while (ss->inflight_reqs) {
-            qemu_cond_wait(&ss->cond, &ss->lock);
+            split_save_cond_wait(ss);
         }
     }
 }
@@ -236,6 +535,7 @@ static int split_save_flush_trim(SplitSave *ss, unsigned k)
     SplitSaveSubhost *s = &ss->sub[k];
     g_autoptr(GError) gerr = NULL;
     SplitSaveReq *req;
+    uint64_t npages;
 
     if (!s->tb_npages) {
         return 0;
@@ -244,7 +544,8 @@ static int split_save_flush_trim(SplitSave *ss, unsigned k)
                              s->tb_npages);
     s->tb_npages = 0;
 
-    trace_split_save_submit(k, "trim", req->first, req->npages);
+    npages = req->npages;
+    trace_split_save_submit(k, "trim", req->first, npages);
     split_save_req_submitted(ss);
     if (!fctrans_subhost_trim(s->sh, req->first * ss->page_size,
                               req->npages * ss->page_size,
@@ -258,7 +559,8 @@ static int split_save_flush_trim(SplitSave *ss, unsigned k)
         split_save_set_error(ss, err);
         return split_save_fail(ss);
     }
-    qatomic_add(&split_stats.trimmed, req->npages);
+    /* Not req->npages: its completion may already have freed @req */
+    qatomic_add(&split_stats.trimmed, npages);
     return 0;
 }
 
@@ -281,7 +583,7 @@ static int split_save_flush_write(SplitSave *ss, unsigned k)
     WITH_QEMU_LOCK_GUARD(&ss->lock) {
         while (ss->inflight_bytes && ss->inflight_bytes + len >
                SPLIT_INFLIGHT_MAX) {
-            qemu_cond_wait(&ss->cond, &ss->lock);
+            split_save_cond_wait(ss);
         }
         ss->inflight_bytes += len;
     }
@@ -321,8 +623,12 @@ static int split_save_flush_write(SplitSave *ss, unsigned k)
         split_save_set_error(ss, err);
         return split_save_fail(ss);
     }
-    qatomic_add(&split_stats.pages[1 + k], req->npages);
-    /* Counts in the bandwidth estimate, as the main stream's bytes do */
+    /* Not req->npages: its completion may already have freed @req */
+    qatomic_add(&split_stats.pages[1 + k], len / ss->page_size);
+    /*
+     * Counts in the bandwidth estimate, as the main stream's bytes do, and
+     * against split-max-bandwidth (migration_rate_exceeded())
+     */
     stat64_add(&mig_stats.split_bytes, len);
     return 0;
 }
@@ -375,7 +681,7 @@ static int split_save_settle_page(SplitSave *ss, uint64_t g)
     trace_split_save_settle(g);
     WITH_QEMU_LOCK_GUARD(&ss->lock) {
         while (test_bit(g, ss->pending)) {
-            qemu_cond_wait(&ss->cond, &ss->lock);
+            split_save_cond_wait(ss);
         }
     }
     return 0;
@@ -530,8 +836,10 @@ static void split_save_free(SplitSave *ss)
 
     for (k = 0; k < ss->nsubhosts; k++) {
         fctrans_subhost_close(ss->sub[k].sh);
+        split_subhost_config_free(ss->sub[k].cfg);
         g_free(ss->sub[k].wb_buf);
     }
+    fctrans_cancel_free(ss->cancel);
     fctrans_placer_free(ss->placer);
     fctrans_pagemap_free(ss->map);
     g_free(ss->pending);
@@ -594,6 +902,13 @@ static int split_save_prepare(void *opaque, Error **errp)
     const char *creds = migrate_split_tls_creds();
     bool ok;
 
+    /* Acquire: the cleanup's last statistics are visible once it is done */
+    if (qatomic_load_acquire(&split_cleanup_busy)) {
+        error_setg(errp, "split-memory: the previous split migration still "
+                   "drops its pages from the sub-hosts");
+        error_append_hint(errp, "Try again in a moment.\n");
+        return -EBUSY;
+    }
     /* query-migrate shows this migration's statistics from now on */
     split_save_stats_reset();
 
@@ -628,13 +943,146 @@ static int split_save_prepare(void *opaque, Error **errp)
     return 0;
 }
 
+/* Drop the identity record this migration wrote on sub-host @k, if any. */
+static void split_save_drop_record(SplitSave *ss, unsigned k)
+{
+    FctransSubhost *sh = ss->sub[k].sh;
+    g_autoptr(GError) gerr = NULL;
+
+    if (!ss->sub[k].id_written) {
+        return;
+    }
+    if (!fctrans_subhost_trim_sync(sh, fctrans_export_id_offset(
+                                       fctrans_subhost_export_size(sh)),
+                                   FCTRANS_EXPORT_ID_SIZE, &gerr)) {
+        warn_report("split: sub-host '%s': cannot drop the identity record: "
+                    "%s", fctrans_subhost_id(sh), gerr->message);
+        return;
+    }
+    ss->sub[k].id_written = false;
+}
+
+/* Trim pages [0, @npages) of sub-host @k, synchronously (setup only). */
+static bool split_save_trim_span(SplitSave *ss, unsigned k, uint64_t npages,
+                                 uint32_t page_size, Error **errp)
+{
+    FctransSubhost *sh = ss->sub[k].sh;
+    uint64_t end = fctrans_export_id_offset(fctrans_subhost_export_size(sh));
+    uint64_t off, len;
+
+    if (page_size != ss->page_size || npages > end / page_size) {
+        end = end & ~(uint64_t)(ss->page_size - 1);
+    } else {
+        end = npages * page_size;
+    }
+    for (off = 0; off < end; off += len) {
+        g_autoptr(GError) gerr = NULL;
+
+        len = MIN(end - off, SPLIT_TRIM_MAX);
+        if (!fctrans_subhost_trim_sync(sh, off, len, &gerr)) {
+            split_error_from_gerror(errp, gerr, "split-memory: sub-host '%s': "
+                                    "cannot drop this VM's pages of an "
+                                    "earlier attempt", fctrans_subhost_id(sh));
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Before any page goes to sub-host @k: make sure its export is not in use
+ * by another VM, then write this migration's identity record there, so
+ * that the main host can prove it reads the pages this source wrote for
+ * this sub-host.
+ */
+static bool split_save_claim_export(SplitSave *ss, unsigned k,
+                                    unsigned nsubhosts,
+                                    const SplitSubhost *p,
+                                    const uint8_t *migration_id,
+                                    Error **errp)
+{
+    SplitSaveSubhost *s = &ss->sub[k];
+    FctransExportId *id = &s->export_id;
+    FctransExportId old;
+    g_autoptr(GError) gerr = NULL;
+    Error *err = NULL;
+    int ret;
+
+    ret = split_export_id_read(s->sh, &old, &err);
+    if (ret > 0) {
+        char vm[37];
+
+        fctrans_export_id_uuid_str(old.vm_uuid, vm);
+        if (!memcmp(old.migration_id, migration_id, sizeof(old.migration_id))) {
+            error_setg(errp, "split-memory: sub-host '%s' (%s) is the export "
+                       "of sub-host '%s' again: each sub-host needs an "
+                       "export of its own", p->id, p->uri, old.subhost_id);
+            return false;
+        }
+        /*
+         * What this VM's own earlier attempt left behind (its cleanup could
+         * not reach the sub-host) may go; anything else belongs to another
+         * VM or to a split-memory VM that runs on it.
+         */
+        if (old.state == FCTRANS_EXPORT_ID_RUNNING ||
+            (!split_save_is_left_behind(old.migration_id) &&
+             (!qemu_uuid_set ||
+              memcmp(old.vm_uuid, qemu_uuid.data, sizeof(old.vm_uuid))))) {
+            error_setg(errp, "split-memory: sub-host '%s' (%s) is in use: "
+                       "its export holds the pages of %s VM %s%s", p->id,
+                       p->uri, old.state == FCTRANS_EXPORT_ID_RUNNING ?
+                       "the running split-memory" : "an incoming migration "
+                       "of", vm, old.state == FCTRANS_EXPORT_ID_RUNNING ?
+                       "" : " (or of one that failed without cleaning up)");
+            error_append_hint(errp, "Give each VM an export of its own; an "
+                              "export that no VM uses any more is emptied "
+                              "by restarting its server.\n");
+            return false;
+        }
+        /* This VM's stale pages from that attempt go first */
+        if (!split_save_trim_span(ss, k, old.npages, old.page_size, errp)) {
+            return false;
+        }
+    } else if (ret < 0) {
+        error_propagate_prepend(errp, err, "split-memory: sub-host '%s' "
+                                "(%s): ", p->id, p->uri);
+        return false;
+    }
+    error_free(err);
+
+    memset(id, 0, sizeof(*id));
+    id->state = FCTRANS_EXPORT_ID_MIGRATING;
+    id->page_size = ss->page_size;
+    id->npages = ss->layout.npages;
+    id->subhost_index = k;
+    id->nsubhosts = nsubhosts;
+    pstrcpy(id->subhost_id, sizeof(id->subhost_id), p->id);
+    memcpy(id->vm_uuid, qemu_uuid.data, sizeof(id->vm_uuid));
+    memcpy(id->migration_id, migration_id, sizeof(id->migration_id));
+    id->written_s = time(NULL);
+    if (!fctrans_export_id_random(id->nonce, &gerr)) {
+        error_setg(errp, "split-memory: %s", gerr->message);
+        return false;
+    }
+    if (!split_export_id_write(s->sh, id, errp)) {
+        return false;
+    }
+    s->id_written = true;
+    return true;
+}
+
 static int split_save_setup(QEMUFile *f, void *opaque, Error **errp)
 {
     SplitSave *ss = g_new0(SplitSave, 1);
     const SplitSubhostList *l;
     const char *creds = migrate_split_tls_creds();
     uint64_t cap_pages[SPLIT_MAX_SUBHOSTS];
-    unsigned i, k;
+    uint8_t migration_id[FCTRANS_EXPORT_ID_UUID_LEN];
+    FctransSubhostConfig *cfg[SPLIT_MAX_SUBHOSTS] = { NULL };
+    g_autoptr(SplitSubhostList) subhosts = NULL;
+    g_autoptr(GError) gerr = NULL;
+    unsigned i, k, nsubhosts = 0;
+    bool bql;
 
     /* A snapshot (savevm) must hold every page itself */
     if (!migration_thread_is_self()) {
@@ -645,6 +1093,7 @@ static int split_save_setup(QEMUFile *f, void *opaque, Error **errp)
     }
     qemu_mutex_init(&ss->lock);
     qemu_cond_init(&ss->cond);
+    ss->resumable = -1;
     split_layout_build(&ss->layout);
     ss->page_size = ss->layout.page_size;
 
@@ -652,27 +1101,64 @@ static int split_save_setup(QEMUFile *f, void *opaque, Error **errp)
                                errp)) {
         goto fail;
     }
-
-    for (l = migrate_split_subhosts(); l; l = l->next) {
+    if (!fctrans_export_id_random(migration_id, &gerr)) {
+        error_setg(errp, "split-memory: %s", gerr->message);
+        goto fail;
+    }
+    if (!split_save_cancel_begin(ss, f, errp)) {
+        goto fail;
+    }
+    /*
+     * The parameters and the TLS objects are read under the BQL; a
+     * migrate-set-parameters meanwhile must not free what we connect to.
+     */
+    subhosts = QAPI_CLONE(SplitSubhostList, migrate_split_subhosts());
+    for (l = subhosts; l; l = l->next) {
         SplitSubhost *p = l->value;
-        FctransSubhostConfig *cfg;
 
-        k = ss->nsubhosts;
-        cfg = split_subhost_config(p->id, p->uri, p->capacity,
-                                   (uint64_t)ss->layout.npages * ss->page_size,
-                                   creds, errp);
-        if (!cfg) {
+        /*
+         * The pages, then the identity record, which the channel charges
+         * to its capacity too: the sub-host's capacity counts pages only
+         */
+        cfg[nsubhosts] = split_subhost_config(p->id, p->uri,
+                                              p->capacity > UINT64_MAX -
+                                              FCTRANS_EXPORT_ID_SIZE ?
+                                              UINT64_MAX : p->capacity +
+                                              FCTRANS_EXPORT_ID_SIZE,
+                                              (uint64_t)ss->layout.npages *
+                                              ss->page_size +
+                                              FCTRANS_EXPORT_ID_SIZE, creds,
+                                              errp);
+        if (!cfg[nsubhosts]) {
             goto fail;
         }
-        ss->sub[k].sh = split_subhost_open(cfg, errp);
-        split_subhost_config_free(cfg);
+        cfg[nsubhosts]->cancel = ss->cancel;
+        nsubhosts++;
+    }
+
+    bql = split_save_bql_drop();
+    for (l = subhosts; l; l = l->next) {
+        SplitSubhost *p = l->value;
+
+        k = ss->nsubhosts;
+        ss->sub[k].sh = split_subhost_open(cfg[k], errp);
         if (!ss->sub[k].sh) {
-            goto fail;
+            break;
+        }
+        ss->sub[k].cfg = g_steal_pointer(&cfg[k]);
+        ss->nsubhosts++;
+        split_save_cancel_add(ss->sub[k].sh);
+        if (!split_save_claim_export(ss, k, nsubhosts, p, migration_id,
+                                     errp)) {
+            break;
         }
         cap_pages[k] = p->capacity / ss->page_size;
         split_stats.ids[k] = g_strdup(p->id);
-        ss->nsubhosts++;
         split_stats.nsubhosts = ss->nsubhosts;
+    }
+    split_save_bql_retake(bql);
+    if (l) {
+        goto fail;
     }
 
     ss->map = fctrans_pagemap_new(ss->layout.npages, ss->nsubhosts);
@@ -692,6 +1178,8 @@ static int split_save_setup(QEMUFile *f, void *opaque, Error **errp)
     qemu_put_be32(f, ss->page_size);
     qemu_put_be64(f, ss->layout.npages);
     qemu_put_be64(f, migrate_split_resident_budget());
+    qemu_put_buffer(f, qemu_uuid.data, sizeof(qemu_uuid.data));
+    qemu_put_buffer(f, migration_id, sizeof(migration_id));
     qemu_put_be32(f, ss->layout.nblocks);
     for (i = 0; i < ss->layout.nblocks; i++) {
         SplitBlock *b = &ss->layout.blocks[i];
@@ -701,21 +1189,46 @@ static int split_save_setup(QEMUFile *f, void *opaque, Error **errp)
     }
     qemu_put_be32(f, ss->nsubhosts);
     i = 0;
-    for (l = migrate_split_subhosts(); l; l = l->next) {
+    for (l = subhosts; l; l = l->next) {
         size_t len = strlen(l->value->uri);
 
         qemu_put_counted_string(f, l->value->id);
         qemu_put_be16(f, len);
         qemu_put_buffer(f, (const uint8_t *)l->value->uri, len);
+        qemu_put_buffer(f, ss->sub[i].export_id.nonce,
+                        FCTRANS_EXPORT_ID_UUID_LEN);
+        i++;
     }
     qemu_put_byte(f, SPLIT_CMD_EOS);
 
+    migration_split_rate_set(migrate_split_max_bandwidth());
+    ss->precopy_notifier.notify = split_save_precopy_notify;
+    precopy_add_notifier(&ss->precopy_notifier);
+    qemu_register_reset(split_save_reset, ss);
     trace_split_save_setup(ss->layout.nblocks, ss->layout.npages,
                            ss->nsubhosts, migrate_split_resident_budget());
+    for (k = 0; k < nsubhosts; k++) {
+        split_subhost_config_free(cfg[k]);
+    }
     split_save = ss;
     return 0;
 
 fail:
+    /*
+     * Leave no record behind: it would make the export look in use. After
+     * a cancel the channels are shut down and the records stay; this VM's
+     * next migration overwrites its own (split_save_left_behind()).
+     */
+    bql = split_save_bql_drop();
+    for (k = 0; k < ss->nsubhosts; k++) {
+        split_save_drop_record(ss, k);
+    }
+    split_save_left_behind(ss);
+    split_save_bql_retake(bql);
+    split_save_cancel_end();
+    for (k = 0; k < nsubhosts; k++) {
+        split_subhost_config_free(cfg[k]);
+    }
     split_save_free(ss);
     return -1;
 }
@@ -728,6 +1241,8 @@ static int split_save_iterate(QEMUFile *f, void *opaque)
     if (!ss) {
         return -EINVAL;
     }
+    /* split-max-bandwidth may change while the migration runs */
+    migration_split_rate_set(migrate_split_max_bandwidth());
     ret = split_save_flush_all(ss);
     if (ret < 0) {
         return ret;
@@ -756,6 +1271,43 @@ static int split_save_complete(QEMUFile *f, void *opaque)
     if (qatomic_read(&ss->failed)) {
         return split_save_fail(ss);
     }
+    /*
+     * Durable, and visible to the main host's connections, before the map
+     * says the pages are there; this also proves every sub-host still
+     * answers while the source can still take the VM back.
+     */
+    for (l = 0; l < ss->nsubhosts; l++) {
+        SplitSaveReq *req = split_save_req_new(ss, l, FCTRANS_SUBHOST_OP_FLUSH,
+                                               0, 0);
+        g_autoptr(GError) gerr = NULL;
+
+        split_save_req_submitted(ss);
+        if (!fctrans_subhost_flush(ss->sub[l].sh, 0, split_save_done, req,
+                                   &gerr)) {
+            Error *err = NULL;
+
+            split_error_from_gerror(&err, gerr, "split-memory: sub-host '%s':"
+                                    " flush before the commit failed",
+                                    fctrans_subhost_id(ss->sub[l].sh));
+            split_save_req_refused(ss, req);
+            split_save_set_error(ss, err);
+            break;
+        }
+    }
+    split_save_wait_idle(ss);
+    if (qatomic_read(&ss->failed)) {
+        return split_save_fail(ss);
+    }
+    /* After the last wait: nothing drops the BQL from here to the end */
+    if (qatomic_read(&ss->reset_in_switchover)) {
+        Error *err = NULL;
+
+        error_setg(&err, "split-memory: the VM was reset during the "
+                   "switchover, after RAM's last pass; the source runs it "
+                   "again");
+        split_save_set_error(ss, err);
+        return split_save_fail(ss);
+    }
 
     split_save_send_map(ss, f, 1);
     nlocs = FCTRANS_LOC_SUBHOST0 + ss->nsubhosts;
@@ -765,6 +1317,7 @@ static int split_save_complete(QEMUFile *f, void *opaque)
         qemu_put_be64(f, fctrans_pagemap_count(ss->map, l));
     }
     qemu_put_byte(f, SPLIT_CMD_EOS);
+    ss->completed = true;
     split_save_stats_snapshot(ss);
     trace_split_save_complete(fctrans_pagemap_count(ss->map, FCTRANS_LOC_MAIN),
                               fctrans_pagemap_count(ss->map,
@@ -773,14 +1326,88 @@ static int split_save_complete(QEMUFile *f, void *opaque)
     return 0;
 }
 
-/* After a failed or cancelled migration: drop what the sub-hosts hold. */
-static void split_save_trim_all(SplitSave *ss)
+/* Submit a trim of @npages pages from global page @first on sub-host @k. */
+static bool split_save_trim_range(SplitSave *ss, unsigned k, uint64_t first,
+                                  uint64_t npages)
 {
-    uint64_t total = (uint64_t)ss->layout.npages * ss->page_size;
+    g_autoptr(GError) gerr = NULL;
+    /* npages 0: no pending bits to clear when it completes */
+    SplitSaveReq *req;
+
+    WITH_QEMU_LOCK_GUARD(&ss->lock) {
+        while (ss->inflight_reqs >= SPLIT_CLEANUP_TRIMS_MAX) {
+            split_save_cond_wait(ss);
+        }
+    }
+    req = split_save_req_new(ss, k, FCTRANS_SUBHOST_OP_TRIM, first, 0);
+    split_save_req_submitted(ss);
+    if (!fctrans_subhost_trim(ss->sub[k].sh, first * ss->page_size,
+                              npages * ss->page_size,
+                              FCTRANS_SUBHOST_REQ_BULK, split_save_done, req,
+                              &gerr)) {
+        warn_report("split: sub-host '%s': cannot trim: %s",
+                    fctrans_subhost_id(ss->sub[k].sh), gerr->message);
+        split_save_req_refused(ss, req);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Whether the source may run the VM again after its migration failed or
+ * was cancelled. Before the page map's commit was sent, the main host can
+ * never run it. After it, only the main host's verdict on the return path
+ * tells: an error means its load failed and it will not run the VM; a
+ * success, or no verdict at all (a cancel or a broken return path while
+ * the source waited for it), means it may run it, on the same sub-hosts:
+ * the source then stays paused and keeps every page where it is.
+ */
+static bool split_save_resumable(SplitSave *ss)
+{
+    MigrationState *s = migrate_get_current();
+
+    if (ss->resumable < 0) {
+        ss->resumable = !ss->completed ||
+                        (s->rp_state.shut_received && s->rp_state.shut_error);
+    }
+    return ss->resumable;
+}
+
+bool split_save_may_resume(void)
+{
+    SplitSave *ss = split_save;
+    MigrationState *s = migrate_get_current();
+
+    if (!ss || split_save_resumable(ss)) {
+        return true;
+    }
+    error_report("split-memory: the migration failed after the page map "
+                 "was committed, and the main host %s: the source stays "
+                 "paused and the sub-hosts keep the VM's pages; run 'cont' "
+                 "here only once sure that the main host does not run the "
+                 "VM", s->rp_state.shut_received ? "reported that it runs "
+                 "the VM" : "did not say whether it runs the VM");
+    return false;
+}
+
+/*
+ * After a failed or cancelled migration that the source survives: drop
+ * what this migration placed on the sub-hosts, page by page from the map
+ * (never the whole export: it may hold other data), then its identity
+ * record, unless a trim failed: an export that still holds pages must
+ * not read as empty.
+ */
+static void split_save_trim_placed(SplitSave *ss)
+{
     unsigned k;
 
+    if (!split_save_resumable(ss)) {
+        return;     /* the main host may run the VM on these pages */
+    }
     for (k = 0; k < ss->nsubhosts; k++) {
-        uint64_t off;
+        FctransPageLoc loc = FCTRANS_LOC_SUBHOST(k);
+        uint64_t g, first = 0, n = 0;
+        bool ok = true;
 
         if (!fctrans_subhost_is_connected(ss->sub[k].sh)) {
             warn_report("split: sub-host '%s' is not connected: what it "
@@ -788,58 +1415,163 @@ static void split_save_trim_all(SplitSave *ss)
                         fctrans_subhost_id(ss->sub[k].sh));
             continue;
         }
-        qatomic_add(&split_stats.trimmed,
-                    fctrans_pagemap_count(ss->map, FCTRANS_LOC_SUBHOST(k)));
-        for (off = 0; off < total; off += SPLIT_TRIM_MAX) {
-            g_autoptr(GError) gerr = NULL;
-            /* npages 0: no pending bits to clear when it completes */
-            SplitSaveReq *req = split_save_req_new(ss, k,
-                                                   FCTRANS_SUBHOST_OP_TRIM,
-                                                   off / ss->page_size, 0);
-            uint64_t len = MIN(SPLIT_TRIM_MAX, total - off);
+        qatomic_add(&split_stats.trimmed, fctrans_pagemap_count(ss->map, loc));
+        for (g = 0; ok && g <= ss->layout.npages; g++) {
+            bool here = g < ss->layout.npages &&
+                        fctrans_pagemap_get(ss->map, g) == loc;
 
-            split_save_req_submitted(ss);
-            if (!fctrans_subhost_trim(ss->sub[k].sh, off, len,
-                                      FCTRANS_SUBHOST_REQ_BULK,
-                                      split_save_done, req, &gerr)) {
-                warn_report("split: sub-host '%s': cannot trim: %s",
-                            fctrans_subhost_id(ss->sub[k].sh), gerr->message);
-                split_save_req_refused(ss, req);
-                break;
+            if (here && n && g == first + n &&
+                (n + 1) * ss->page_size <= SPLIT_TRIM_MAX) {
+                n++;
+                continue;
+            }
+            if (n) {
+                ok = split_save_trim_range(ss, k, first, n);
+                n = 0;
+            }
+            if (here) {
+                first = g;
+                n = 1;
             }
         }
+        split_save_wait_idle(ss);
+        if (!ok || qatomic_read(&ss->sub[k].trim_errors)) {
+            warn_report("split: sub-host '%s': not every page of this "
+                        "migration could be dropped; its identity record "
+                        "stays", fctrans_subhost_id(ss->sub[k].sh));
+            continue;
+        }
+        /* Last, so that a partial cleanup still reads as this VM's */
+        split_save_drop_record(ss, k);
     }
     split_save_wait_idle(ss);
+    split_save_left_behind(ss);
+}
+
+/*
+ * A cancel or yank shut the channels down to end the migration's waits;
+ * its cleanup still owes the sub-hosts the trims of what it placed there,
+ * so it connects again (without the cancel: its own waits are bounded by
+ * the connect and request timeouts, and the VM runs meanwhile).
+ */
+static void split_save_reopen(SplitSave *ss)
+{
+    unsigned k;
+
+    for (k = 0; k < ss->nsubhosts; k++) {
+        SplitSaveSubhost *s = &ss->sub[k];
+        Error *err = NULL;
+        FctransSubhost *sh;
+
+        if (fctrans_subhost_is_connected(s->sh)) {
+            continue;
+        }
+        s->cfg->cancel = NULL;
+        sh = split_subhost_open(s->cfg, &err);
+        if (!sh) {
+            warn_report_err(err);
+            continue;
+        }
+        trace_split_save_reopen(fctrans_subhost_id(sh));
+        fctrans_subhost_close(s->sh);
+        s->sh = sh;
+    }
+}
+
+/*
+ * Settle what is in flight, then keep this migration's pages on the
+ * sub-hosts (@completed: the main host runs the VM on them) or drop them,
+ * and free @ss.
+ */
+static void split_save_release(SplitSave *ss, bool completed)
+{
+    unsigned k;
+
+    split_save_wait_idle(ss);
+    WITH_QEMU_LOCK_GUARD(&ss->lock) {
+        /*
+         * The drain's bound only: the reconnects and trims that follow are
+         * bounded by the channel's own timeouts.
+         */
+        ss->deadline_ns = 0;
+    }
+    if (!completed) {
+        split_save_reopen(ss);
+    }
+    /*
+     * Batched writes are dropped (the pages stay in the map, so they are
+     * trimmed below); batched trims of pages that moved off a sub-host
+     * still go.
+     */
+    for (k = 0; k < ss->nsubhosts; k++) {
+        g_free(ss->sub[k].wb_buf);
+        ss->sub[k].wb_buf = NULL;
+        ss->sub[k].wb_npages = 0;
+        if (!completed && ss->sub[k].tb_npages) {
+            /* Quietly: a cancelled migration must not report trim errors */
+            split_save_trim_range(ss, k, ss->sub[k].tb_first,
+                                  ss->sub[k].tb_npages);
+        }
+        ss->sub[k].tb_npages = 0;
+    }
+    split_save_wait_idle(ss);
+    split_save_stats_snapshot(ss);
+
+    if (!completed) {
+        trace_split_save_cleanup("trim");
+        split_save_trim_placed(ss);
+    } else {
+        trace_split_save_cleanup("keep");
+    }
+    split_save_free(ss);
+}
+
+static void *split_save_cleanup_thread(void *opaque)
+{
+    split_save_release(opaque, false);
+    trace_split_save_cleanup("done");
+    qatomic_store_release(&split_cleanup_busy, false);
+    return NULL;
 }
 
 static void split_save_cleanup(void *opaque)
 {
     SplitSave *ss = split_save;
     MigrationState *s = migrate_get_current();
-    unsigned k;
+    QemuThread thread;
 
     if (!ss) {
         return;
     }
     split_save = NULL;
-
-    /* Settle what is in flight before anything else */
-    for (k = 0; k < ss->nsubhosts; k++) {
-        g_free(ss->sub[k].wb_buf);
-        ss->sub[k].wb_buf = NULL;
-        ss->sub[k].wb_npages = 0;
-        ss->sub[k].tb_npages = 0;
+    migration_split_rate_set(0);
+    precopy_remove_notifier(&ss->precopy_notifier);
+    qemu_unregister_reset(split_save_reset, ss);
+    /* Before migration_cleanup drops the yank instance */
+    split_save_cancel_end();
+    WITH_QEMU_LOCK_GUARD(&ss->lock) {
+        /* No cancel or yank reaches @ss any more */
+        ss->in_cleanup = true;
+        ss->deadline_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
+                          SPLIT_CLEANUP_DRAIN_MS * SCALE_MS;
     }
-    split_save_wait_idle(ss);
-    split_save_stats_snapshot(ss);
 
-    if (s->state != MIGRATION_STATUS_COMPLETED) {
-        trace_split_save_cleanup("trim");
-        split_save_trim_all(ss);
-    } else {
-        trace_split_save_cleanup("keep");
+    if (s->state == MIGRATION_STATUS_COMPLETED) {
+        /* Completion drained every request: nothing here waits */
+        split_save_release(ss, true);
+        return;
     }
-    split_save_free(ss);
+    /*
+     * A failed or cancelled migration: the source runs the VM again at
+     * once, while a thread of its own drops what this migration placed
+     * (a silent sub-host holds that thread, never the BQL, for at most
+     * the request timeout). The verdict is taken now, while the return
+     * path's state is still this migration's.
+     */
+    split_save_resumable(ss);
+    qatomic_set(&split_cleanup_busy, true);
+    qemu_thread_create(&thread, "split-cleanup", split_save_cleanup_thread,
+                       ss, QEMU_THREAD_DETACHED);
 }
 
 void split_populate_migration_info(MigrationInfo *info)
@@ -869,8 +1601,37 @@ void split_populate_migration_info(MigrationInfo *info)
     info->split = si;
 }
 
+/*
+ * What the switchover still has to move besides the dirty RAM that ram
+ * counts: the map's changes and the sub-host writes batched or in flight,
+ * which completion drains before it commits the map. With this in the
+ * pending total, QEMU switches over only when it fits downtime-limit.
+ */
+static void split_save_pending(void *opaque, uint64_t *must_precopy,
+                               uint64_t *can_postcopy)
+{
+    SplitSave *ss = split_save;
+    uint64_t bytes;
+    unsigned k;
+
+    if (!ss) {
+        return;
+    }
+    bytes = fctrans_pagemap_changed(ss->map) * SPLIT_MAP_BYTES_PER_PAGE;
+    WITH_QEMU_LOCK_GUARD(&ss->lock) {
+        bytes += ss->inflight_bytes;
+    }
+    for (k = 0; k < ss->nsubhosts; k++) {
+        bytes += (uint64_t)qatomic_read(&ss->sub[k].wb_npages) *
+                 ss->page_size;
+    }
+    trace_split_save_pending(bytes);
+    *must_precopy += bytes;
+}
+
 void split_save_handlers(SaveVMHandlers *ops)
 {
+    qemu_mutex_init(&split_cancel.lock);
     ops->is_active = split_save_is_active;
     ops->is_active_iterate = split_save_is_active_iterate;
     ops->save_prepare = split_save_prepare;
@@ -878,4 +1639,6 @@ void split_save_handlers(SaveVMHandlers *ops)
     ops->save_live_iterate = split_save_iterate;
     ops->save_live_complete_precopy = split_save_complete;
     ops->save_cleanup = split_save_cleanup;
+    ops->state_pending_estimate = split_save_pending;
+    ops->state_pending_exact = split_save_pending;
 }

@@ -162,6 +162,12 @@ bool split_params_check(MigrationParameters *params, Error **errp)
     SplitSubhostList *l;
     unsigned n = 0;
 
+    if (params->has_split_reconnect_timeout &&
+        params->split_reconnect_timeout > SPLIT_RECONNECT_TIMEOUT_MAX_MS) {
+        error_setg(errp, "Parameter 'split-reconnect-timeout' expects at "
+                   "most %u ms", SPLIT_RECONNECT_TIMEOUT_MAX_MS);
+        return false;
+    }
     if (!params->has_split_subhosts) {
         return true;
     }
@@ -354,6 +360,17 @@ bool split_migration_check(MigrationAddress *addr, Error **errp)
                    "pages cannot be dropped and paged remotely");
         return false;
     }
+    /*
+     * The source gives the VM up only once the main host confirmed, at the
+     * end of its load, that it reached every sub-host and took their
+     * exports over: QEMU sends that confirmation on the return path.
+     */
+    if (!migrate_return_path()) {
+        error_setg(errp, "split-memory: needs the capability 'return-path' "
+                   "on both hosts, so that the source keeps the VM until "
+                   "the main host confirmed that it can run it");
+        return false;
+    }
     WITH_RCU_READ_LOCK_GUARD() {
         RAMBLOCK_FOREACH_NOT_IGNORED(rb) {
             if (!split_block_check(rb, errp)) {
@@ -498,6 +515,69 @@ FctransSubhost *split_subhost_open(const FctransSubhostConfig *cfg,
                                 cfg->id);
     }
     return sh;
+}
+
+int split_export_id_read(FctransSubhost *sh, FctransExportId *found,
+                         Error **errp)
+{
+    g_autoptr(GError) gerr = NULL;
+    g_autofree uint8_t *buf = g_malloc(FCTRANS_EXPORT_ID_SIZE);
+    uint64_t off = fctrans_export_id_offset(fctrans_subhost_export_size(sh));
+
+    if (!fctrans_subhost_read_sync(sh, off, FCTRANS_EXPORT_ID_SIZE, buf,
+                                   &gerr)) {
+        error_setg(errp, "cannot read the export's identity record: %s",
+                   gerr->message);
+        return -1;
+    }
+    if (!fctrans_export_id_decode(buf, found, &gerr)) {
+        error_setg(errp, "%s", gerr->message);
+        return g_error_matches(gerr, FCTRANS_ERROR,
+                               FCTRANS_ERROR_MISMATCH) ? 0 : -1;
+    }
+    return 1;
+}
+
+bool split_export_id_write(FctransSubhost *sh, const FctransExportId *id,
+                           Error **errp)
+{
+    g_autoptr(GError) gerr = NULL;
+    g_autofree uint8_t *buf = g_malloc(FCTRANS_EXPORT_ID_SIZE);
+
+    fctrans_export_id_encode(id, buf);
+    /* Durable and visible to the other side's connections once it returns */
+    if (!fctrans_subhost_write_sync(sh, fctrans_export_id_offset(
+                                        fctrans_subhost_export_size(sh)),
+                                    FCTRANS_EXPORT_ID_SIZE, buf, &gerr) ||
+        !fctrans_subhost_flush_sync(sh, &gerr)) {
+        split_error_from_gerror(errp, gerr, "split-memory: sub-host '%s': "
+                                "cannot write the export's identity record",
+                                fctrans_subhost_id(sh));
+        return false;
+    }
+    trace_split_export_id(fctrans_subhost_id(sh), "written", id->state);
+    return true;
+}
+
+bool split_export_id_verify(FctransSubhost *sh, const char *uri,
+                            const FctransExportId *want, Error **errp)
+{
+    g_autoptr(GError) gerr = NULL;
+    FctransExportId found;
+    Error *err = NULL;
+
+    if (split_export_id_read(sh, &found, &err) <= 0) {
+        error_propagate_prepend(errp, err, "split-memory: sub-host '%s' "
+                                "(%s): ", want->subhost_id, uri);
+        return false;
+    }
+    if (!fctrans_export_id_match(want, &found, &gerr)) {
+        error_setg(errp, "split-memory: sub-host '%s' (%s): %s",
+                   want->subhost_id, uri, gerr->message);
+        return false;
+    }
+    trace_split_export_id(fctrans_subhost_id(sh), "verified", found.state);
+    return true;
 }
 
 static SaveVMHandlers savevm_split_handlers;

@@ -43,6 +43,20 @@ void split_mig_init(void);
  */
 int split_save_target_page(RAMBlock *rb, ram_addr_t offset);
 
+/*
+ * Source, after a failed or cancelled split migration: false when the main
+ * host took the VM over (it claimed every sub-host's export), so that the
+ * source must not run it too.
+ */
+bool split_save_may_resume(void);
+
+/*
+ * migrate_cancel: shut every sub-host channel of the outgoing split
+ * migration down, so that no wait on a sub-host outlasts the cancel.
+ * Never blocks; any thread.
+ */
+void split_save_cancel(void);
+
 /* Source: the 'split' member of query-migrate. */
 void split_populate_migration_info(MigrationInfo *info);
 
