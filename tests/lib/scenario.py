@@ -111,7 +111,10 @@ class Scenario:
             main_started(self.main)
         caps = [{"capability": "events", "state": True}]
         if split:
-            caps.append({"capability": "split-memory", "state": True})
+            # The source keeps the VM until the main host confirmed, on
+            # the return path, that it runs it
+            caps += [{"capability": "split-memory", "state": True},
+                     {"capability": "return-path", "state": True}]
         params = {}
         if tls:
             params["tls-creds"] = "tls0"

@@ -58,6 +58,18 @@ def log(msg):
     print(msg, flush=True)
 
 
+# What a system test checked and found wrong: check() logs an "ok" or a
+# "FAILED" line per assertion, and the test ends failing while failures
+# holds any.
+failures = []
+
+
+def check(cond, what):
+    log(("ok     " if cond else "FAILED ") + what)
+    if not cond:
+        failures.append(what)
+
+
 def wait_for(pred, timeout, what, interval=0.05):
     deadline = time.monotonic() + timeout
     while True:

@@ -28,13 +28,7 @@ from scenario import Scenario  # noqa: E402
 
 MEM, FILL, BUDGET = 1024, 512, 320
 MiB = 1 << 20
-failures = []
-
-
-def check(cond, what):
-    sm.log(("ok     " if cond else "FAILED ") + what)
-    if not cond:
-        failures.append(what)
+check, failures = sm.check, sm.failures
 
 
 def main():

@@ -11,8 +11,12 @@
  * pass. The destination starts paused (-S), so that what is resident when
  * the VM could start is measured before the guest faults anything in.
  *
- * These tests need userfaultfd on the destination and nbdkit; without
- * them they fail, they are not skipped.
+ * Both sides have the capability 'return-path' (split-memory needs it),
+ * and the main host its own split-subhosts: it never uses the URIs that
+ * the stream names.
+ *
+ * These tests need userfaultfd on the destination, nbdkit, and nbdinfo
+ * and nbdcopy (libnbd-bin); without them they fail, they are not skipped.
  */
 #include "qemu/osdep.h"
 #include <sys/mount.h>
@@ -53,8 +57,15 @@ typedef struct SplitTest {
     uint64_t budget;
     const char *policy;
     bool tls_psk;
-    /* Give the destination its own split-subhosts (else the source's) */
-    bool dest_subhosts;
+    /*
+     * The main host's own split-subhosts name the source's, at these URIs
+     * where set (a misconfigured main host); none at all with
+     * @main_without_subhosts. It never uses the URIs the stream names.
+     */
+    const char *main_uri[2];
+    bool main_without_subhosts;
+    /* Leave 'return-path' off on both sides: split-memory is refused */
+    bool without_return_path;
     /*
      * Guest RAM in a private memfd on each side, not anonymous memory: a
      * different discard and fault path (shared RAM is refused)
@@ -175,6 +186,7 @@ static uint64_t split_subhost_data_bytes(SplitSubhostProc *sp)
 {
     g_autoptr(GError) err = NULL;
     g_autofree char *out = NULL;
+    g_autofree char *errout = NULL;
     g_autofree char *uri = g_strdup_printf("nbd+unix:///?socket=%s",
                                            sp->sock);
     g_auto(GStrv) lines = NULL;
@@ -183,10 +195,13 @@ static uint64_t split_subhost_data_bytes(SplitSubhostProc *sp)
     int status, i;
 
     if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL,
-                      NULL, &out, NULL, &status, &err)) {
+                      NULL, &out, &errout, &status, &err)) {
         g_printerr("split: cannot run nbdinfo (libnbd-bin): %s\n",
                    err->message);
         g_assert_not_reached();
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        g_printerr("split: nbdinfo on sub-host %s: %s\n", sp->id, errout);
     }
     g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     /* Lines: "<bytes> <percent>% <type> <description>" */
@@ -203,7 +218,8 @@ static uint64_t split_subhost_data_bytes(SplitSubhostProc *sp)
     return data;
 }
 
-static QList *split_subhost_list(SplitTest *t, bool with_capacity)
+/* The source's split-subhosts, or the main host's (its capacities unused) */
+static QList *split_subhost_list(SplitTest *t, bool main_host)
 {
     QList *list = qlist_new();
     unsigned k;
@@ -212,9 +228,10 @@ static QList *split_subhost_list(SplitTest *t, bool with_capacity)
         QDict *e = qdict_new();
 
         qdict_put_str(e, "id", t->sub[k].id);
-        qdict_put_str(e, "uri", t->sub[k].uri);
-        qdict_put_int(e, "capacity", with_capacity ? t->sub[k].capacity :
-                      SPLIT_PAGE_SIZE);
+        qdict_put_str(e, "uri", main_host && t->main_uri[k] ?
+                      t->main_uri[k] : t->sub[k].uri);
+        qdict_put_int(e, "capacity", main_host ? SPLIT_PAGE_SIZE :
+                      t->sub[k].capacity);
         qlist_append(list, e);
     }
     return list;
@@ -263,18 +280,23 @@ static void split_setup(SplitTest *t, QTestState *from, QTestState *to)
 
     migrate_set_capability(from, "split-memory", true);
     migrate_set_capability(to, "split-memory", true);
+    /* On it the main host confirms that it can run the VM */
+    if (!t->without_return_path) {
+        migrate_set_capability(from, "return-path", true);
+        migrate_set_capability(to, "return-path", true);
+    }
 
     qdict_put_obj(args, "split-subhosts",
-                  QOBJECT(split_subhost_list(t, true)));
+                  QOBJECT(split_subhost_list(t, false)));
     qdict_put_int(args, "split-resident-budget", t->budget);
     qdict_put_str(args, "split-policy", t->policy ? t->policy :
                   "working-set");
     qtest_qmp_assert_success(from, "{ 'execute': 'migrate-set-parameters',"
                              "  'arguments': %p }", args);
-    if (t->dest_subhosts) {
+    if (!t->main_without_subhosts) {
         args = qdict_new();
         qdict_put_obj(args, "split-subhosts",
-                      QOBJECT(split_subhost_list(t, false)));
+                      QOBJECT(split_subhost_list(t, true)));
         qtest_qmp_assert_success(to, "{ 'execute': 'migrate-set-parameters',"
                                  "  'arguments': %p }", args);
     }
@@ -453,6 +475,76 @@ static char *split_status(QTestState *who)
                                "{ 'execute': 'query-status' }");
 
     return g_strdup(qdict_get_str(rsp, "status"));
+}
+
+/* The guest of @who runs: QEMU says so, and the guest still writes. */
+static void split_check_guest_runs(QTestState *who)
+{
+    g_autofree char *status = split_status(who);
+    int64_t deadline = g_get_monotonic_time() +
+                       SPLIT_TIMEOUT_S * G_USEC_PER_SEC;
+    uint8_t first = qtest_readb(who, X86_TEST_MEM_START);
+
+    g_assert_cmpstr(status, ==, "running");
+    while (qtest_readb(who, X86_TEST_MEM_START) == first) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(10 * 1000);
+    }
+}
+
+/* What query-migrate says went wrong in the last migration of @who. */
+static char *split_migration_error(QTestState *who)
+{
+    g_autoptr(QDict) rsp = qtest_qmp_assert_success_ref(who,
+                               "{ 'execute': 'query-migrate' }");
+    const char *desc = qdict_get_try_str(rsp, "error-desc");
+
+    g_assert_nonnull(desc);
+    return g_strdup(desc);
+}
+
+/*
+ * The source's migration failed and its VM runs again. QEMU restarts a
+ * VM that it stopped for the switchover in a bottom half after the state
+ * turned "failed": until then it is in finish-migrate, never postmigrate
+ * (that would mean the source believes the main host runs the VM).
+ */
+static void split_wait_source_resumed(QTestState *from)
+{
+    int64_t deadline = g_get_monotonic_time() +
+                       SPLIT_TIMEOUT_S * G_USEC_PER_SEC;
+
+    wait_for_migration_status(from, "failed",
+                              (const char * []) { "completed", NULL });
+    for (;;) {
+        g_autofree char *status = split_status(from);
+
+        if (g_str_equal(status, "running")) {
+            break;
+        }
+        g_assert_cmpstr(status, ==, "finish-migrate");
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(10 * 1000);
+    }
+    split_check_guest_runs(from);
+}
+
+/*
+ * Wait until a sub-host holds at most @max bytes: a failed migration's
+ * cleanup trims after the source's state turned "failed".
+ */
+static uint64_t split_wait_data_bytes(SplitSubhostProc *sp, uint64_t max)
+{
+    int64_t deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    uint64_t held;
+
+    while ((held = split_subhost_data_bytes(sp)) > max &&
+           g_get_monotonic_time() < deadline) {
+        g_usleep(50 * 1000);
+    }
+    g_test_message("sub-host %s holds %" PRIu64 " bytes", sp->id, held);
+    g_assert_cmpuint(held, <=, max);
+    return held;
 }
 
 /* Wait until the guest paged something in from the sub-hosts. */
@@ -637,7 +729,6 @@ static void test_split_two_subhosts(void)
     SplitTest t = {
         .nsubhosts = 2,
         .budget = SPLIT_BUDGET,
-        .dest_subhosts = true,
     };
 
     split_test_start_subhosts(&t, 64 * 1024 * 1024);
@@ -766,7 +857,89 @@ static void split_check_pattern(QTestState *who)
     }
 }
 
-/* Cancel while the sub-host holds pages: the source runs on, it is emptied */
+/*
+ * Data of someone else in the export, beyond the guest RAM span and its
+ * identity record: a migration's cleanup must leave it alone. nbdkit's
+ * memory plugin allocates in 32 KiB pages, so the block shows in nbdinfo's
+ * map as at most that much data.
+ */
+#define SPLIT_MARKER_OFFSET     (500 * 1024 * 1024)
+#define SPLIT_MARKER_LEN        4096
+#define SPLIT_MARKER_BYTE       'M'
+#define SPLIT_MARKER_HELD_MAX   (32 * 1024)
+#define SPLIT_EXPORT_BYTES      (512 * 1024 * 1024)
+
+static void split_run(const char *const *argv)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *errout = NULL;
+    int status;
+
+    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL,
+                      NULL, NULL, &errout, &status, &err)) {
+        g_printerr("split: cannot run %s (libnbd-bin): %s\n", argv[0],
+                   err->message);
+        g_assert_not_reached();
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+        g_printerr("split: %s failed: %s\n", argv[0], errout);
+        g_assert_not_reached();
+    }
+}
+
+/* Write the marker block into @sp's export (by nbdcopy, from a file). */
+static void split_export_write_marker(SplitSubhostProc *sp)
+{
+    g_autofree char *file = g_strdup_printf("%s/marker-in.img", tmpfs);
+    g_autofree char *uri = g_strdup_printf("nbd+unix:///?socket=%s",
+                                           sp->sock);
+    g_autofree uint8_t *buf = g_malloc(SPLIT_MARKER_LEN);
+    const char *argv[] = { "nbdcopy", "--destination-is-zero", file, uri,
+                           NULL };
+    int fd = open(file, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+
+    g_assert_cmpint(fd, >=, 0);
+    memset(buf, SPLIT_MARKER_BYTE, SPLIT_MARKER_LEN);
+    /* Sparse: nbdcopy writes only the marker */
+    g_assert_cmpint(ftruncate(fd, SPLIT_EXPORT_BYTES), ==, 0);
+    g_assert_cmpint(pwrite(fd, buf, SPLIT_MARKER_LEN, SPLIT_MARKER_OFFSET),
+                    ==, SPLIT_MARKER_LEN);
+    close(fd);
+    split_run(argv);
+    unlink(file);
+}
+
+/* Whether @sp's export still holds the marker block, byte for byte. */
+static bool split_export_has_marker(SplitSubhostProc *sp)
+{
+    g_autofree char *file = g_strdup_printf("%s/marker-out.img", tmpfs);
+    g_autofree char *uri = g_strdup_printf("nbd+unix:///?socket=%s",
+                                           sp->sock);
+    g_autofree uint8_t *buf = g_malloc(SPLIT_MARKER_LEN);
+    const char *argv[] = { "nbdcopy", uri, file, NULL };
+    bool ok = true;
+    int fd, i;
+
+    /* A sparse copy of the export: only what it holds is read */
+    split_run(argv);
+    fd = open(file, O_RDONLY);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(pread(fd, buf, SPLIT_MARKER_LEN, SPLIT_MARKER_OFFSET),
+                    ==, SPLIT_MARKER_LEN);
+    close(fd);
+    unlink(file);
+    for (i = 0; i < SPLIT_MARKER_LEN; i++) {
+        ok = ok && buf[i] == SPLIT_MARKER_BYTE;
+    }
+    return ok;
+}
+
+/*
+ * Cancel while the sub-host holds pages: the source runs on, and its
+ * cleanup trims exactly what this migration placed there (its pages and
+ * its identity record), not the whole export: another block of data in
+ * the export is still there.
+ */
 static void test_split_cancel(void)
 {
     g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
@@ -784,6 +957,10 @@ static void test_split_cancel(void)
     uint64_t held;
 
     split_test_start_subhosts(&t, 256 * 1024 * 1024);
+    split_export_write_marker(&t.sub[0]);
+    g_assert_cmpuint(split_subhost_data_bytes(&t.sub[0]), <=,
+                     SPLIT_MARKER_HELD_MAX);
+    g_assert_true(split_export_has_marker(&t.sub[0]));
     if (migrate_start(&from, &to, "defer", &args)) {
         split_test_cleanup(&t);
         return;
@@ -808,7 +985,13 @@ static void test_split_cancel(void)
             QDict *d = qobject_to(QDict, qlist_entry_obj(
                                   qlist_next(qlist_first(dests))));
 
-            if (qdict_get_int(d, "pages") > 4096) {
+            /*
+             * 'pages' counts writes submitted; the export holds them once
+             * they were acknowledged, a little later on a loaded host
+             */
+            if (qdict_get_int(d, "pages") > 4096 &&
+                split_subhost_data_bytes(&t.sub[0]) >
+                4096 * SPLIT_PAGE_SIZE) {
                 break;
             }
         }
@@ -817,7 +1000,6 @@ static void test_split_cancel(void)
         g_assert_cmpint(g_get_monotonic_time(), <, deadline);
         g_usleep(10 * 1000);
     }
-    g_assert_cmpuint(split_subhost_data_bytes(&t.sub[0]), >, 0);
 
     migrate_cancel(from);
     wait_for_migration_status(from, "cancelled",
@@ -825,12 +1007,15 @@ static void test_split_cancel(void)
     wait_for_migration_status(to, "failed",
                               (const char * []) { "completed", NULL });
 
-    /* The source runs on, its memory intact; the sub-host was emptied */
+    /*
+     * The source runs on, its memory intact; the sub-host holds nothing
+     * of this migration any more, and still the marker
+     */
     status = split_status(from);
     g_assert_cmpstr(status, ==, "running");
-    held = split_subhost_data_bytes(&t.sub[0]);
-    g_test_message("sub-host after cancel: %" PRIu64 " bytes", held);
-    g_assert_cmpuint(held, ==, 0);
+    held = split_wait_data_bytes(&t.sub[0], SPLIT_MARKER_HELD_MAX);
+    g_assert_cmpuint(held, >=, SPLIT_MARKER_LEN);
+    g_assert_true(split_export_has_marker(&t.sub[0]));
     {
         g_autoptr(QDict) rsp = qtest_qmp_assert_success_ref(from,
                                    "{ 'execute': 'query-migrate' }");
@@ -893,40 +1078,29 @@ static void test_split_unreachable(void)
 }
 
 /*
- * The main host cannot reach a sub-host that the source can: the incoming
- * side fails before the switchover with an error naming it, the source
- * runs on and empties the sub-host.
+ * A migration that the main host fails at the split header, before the
+ * switchover: it fails on both sides, the main host's error contains
+ * @what, the source runs on (it never stopped its VM) and its cleanup
+ * empties every sub-host, identity records included. False, with
+ * everything cleaned up, when QEMU could not start.
  */
-static void test_split_unreachable_from_main(void)
+static bool split_migrate_main_fails(SplitTest *t, const char *what,
+                                     QTestState **pfrom, QTestState **pto)
 {
     g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
-    g_autofree char *status = NULL;
-    g_autofree char *bad_sock = g_strdup_printf("%s/nobody-listens.sock",
-                                                tmpfs);
-    g_autofree char *bad_uri = NULL;
-    SplitTest t = {
-        .nsubhosts = 1,
-        .budget = SPLIT_BUDGET,
-    };
+    g_autofree char *err = NULL;
+    g_autofree char *src_err = NULL;
     MigrateStart args = {
         .hide_stderr = true,
     };
     QTestState *from, *to;
-    g_autoptr(QDict) rsp = NULL;
-    const char *desc;
-    QDict *args_to;
+    unsigned k;
 
-    split_test_start_subhosts(&t, 256 * 1024 * 1024);
     if (migrate_start(&from, &to, "defer", &args)) {
-        split_test_cleanup(&t);
-        return;
+        split_test_cleanup(t);
+        return false;
     }
-    split_setup(&t, from, to);
-    /* The main host knows sh0 at an address where nobody listens */
-    bad_uri = g_strdup_printf("nbd+unix:///?socket=%s", bad_sock);
-    args_to = split_one_subhost_args("sh0", bad_uri, SPLIT_PAGE_SIZE);
-    qtest_qmp_assert_success(to, "{ 'execute': 'migrate-set-parameters',"
-                             "  'arguments': %p }", args_to);
+    split_setup(t, from, to);
     migrate_incoming_qmp(to, uri, NULL, "{ 'exit-on-error': false }");
     wait_for_serial("src_serial");
     migrate_ensure_converge(from);
@@ -934,18 +1108,294 @@ static void test_split_unreachable_from_main(void)
 
     wait_for_migration_status(to, "failed",
                               (const char * []) { "completed", NULL });
-    rsp = qtest_qmp_assert_success_ref(to, "{ 'execute': 'query-migrate' }");
-    desc = qdict_get_try_str(rsp, "error-desc");
-    g_test_message("main host error: %s", desc);
-    g_assert_nonnull(desc);
-    g_assert_nonnull(strstr(desc, "sub-host 'sh0'"));
+    err = split_migration_error(to);
+    g_test_message("main host error: %s", err);
+    g_assert_nonnull(strstr(err, what));
 
     /* QEMU goes through "active" when its setup fails */
     wait_for_migration_fail(from, true);
-    status = split_status(from);
-    g_assert_cmpstr(status, ==, "running");
-    g_assert_cmpuint(split_subhost_data_bytes(&t.sub[0]), ==, 0);
+    src_err = split_migration_error(from);
+    g_test_message("source error: %s", src_err);
+    g_assert_false(get_src()->stop_seen);
+    split_check_guest_runs(from);
+    for (k = 0; k < t->nsubhosts; k++) {
+        split_wait_data_bytes(&t->sub[k], 0);
+    }
+    *pfrom = from;
+    *pto = to;
+    return true;
+}
 
+/*
+ * The main host cannot reach a sub-host that the source can: the incoming
+ * side fails before the switchover with an error naming it, the source
+ * runs on and empties the sub-host.
+ */
+static void test_split_unreachable_from_main(void)
+{
+    g_autofree char *bad_uri = g_strdup_printf("nbd+unix:///?socket=%s/"
+                                               "nobody-listens.sock", tmpfs);
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = SPLIT_BUDGET,
+        .main_uri = { bad_uri },
+    };
+    QTestState *from, *to;
+
+    split_test_start_subhosts(&t, 256 * 1024 * 1024);
+    if (!split_migrate_main_fails(&t, "sub-host 'sh0'", &from, &to)) {
+        return;
+    }
+    qtest_quit(from);
+    qtest_quit(to);
+    split_test_cleanup(&t);
+}
+
+/*
+ * The main host has no split-subhosts of its own: it never connects to the
+ * URIs that the stream names (whoever controls the stream could point it
+ * at any server or Unix socket), so the migration fails.
+ */
+static void test_split_main_without_subhosts(void)
+{
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = SPLIT_BUDGET,
+        .main_without_subhosts = true,
+    };
+    QTestState *from, *to;
+
+    split_test_start_subhosts(&t, 256 * 1024 * 1024);
+    if (!split_migrate_main_fails(&t, "this host has no split-subhosts",
+                                  &from, &to)) {
+        return;
+    }
+    qtest_quit(from);
+    qtest_quit(to);
+    split_test_cleanup(&t);
+}
+
+/*
+ * The main host maps sh0 to sh1's export and sh1 to sh0's (an easy slip):
+ * the identity records tell, and the migration fails on both sides before
+ * the guest could run on another sub-host's pages. The source's cleanup
+ * leaves both exports empty and reusable: the same source then migrates
+ * to a fresh, rightly configured main host, whose guest memory is right.
+ */
+static void test_split_swapped_subhosts(void)
+{
+    g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
+    SplitTest t = {
+        .nsubhosts = 2,
+        .budget = SPLIT_BUDGET,
+    };
+    MigrateStart args = {
+        .only_target = true,
+        .opts_target = "-S",
+        .hide_stderr = true,
+    };
+    QTestState *from, *to;
+    g_autofree char *err = NULL;
+
+    split_test_start_subhosts(&t, 64 * 1024 * 1024);
+    t.main_uri[0] = t.sub[1].uri;
+    t.main_uri[1] = t.sub[0].uri;
+    if (!split_migrate_main_fails(&t, "are the sub-host URIs swapped?",
+                                  &from, &to)) {
+        return;
+    }
+    err = split_migration_error(to);
+    g_assert_nonnull(strstr(err, "sub-host 'sh0'"));
+    g_assert_nonnull(strstr(err, "the pages of sub-host 'sh1' of this "
+                            "migration, not those of 'sh0'"));
+    qtest_quit(to);
+
+    /* The same source, a fresh main host with the right mapping */
+    t.main_uri[0] = t.main_uri[1] = NULL;
+    if (migrate_start(&from, &to, "defer", &args)) {
+        qtest_quit(from);
+        split_test_cleanup(&t);
+        return;
+    }
+    split_setup(&t, from, to);
+    migrate_incoming_qmp(to, uri, NULL, "{}");
+    migrate_qmp(from, to, uri, NULL, "{}");
+    wait_for_migration_complete(from);
+    wait_for_migration_complete(to);
+    split_check_source_stats(&t, from);
+    split_check_main_host_at_start(&t, to);
+
+    qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
+    wait_for_serial("dest_serial");
+    split_wait_remote_page_ins(to);
+    /* Reads every page of the guest's test area */
+    migrate_end(from, to, true);
+    split_test_cleanup(&t);
+}
+
+/*
+ * The main host's URI for sh0 is a third export, empty (a server that was
+ * restarted, or the wrong one): its missing identity record fails the
+ * migration before the guest could run on zeros, and the main host
+ * writes nothing there.
+ */
+static void test_split_empty_export(void)
+{
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = SPLIT_BUDGET,
+    };
+    SplitSubhostProc empty = { 0 };
+    QTestState *from, *to;
+
+    split_test_start_subhosts(&t, 256 * 1024 * 1024);
+    split_subhost_start(&t, &empty, "empty", 256 * 1024 * 1024);
+    t.main_uri[0] = empty.uri;
+    if (split_migrate_main_fails(&t, "the export holds no identity record",
+                                 &from, &to)) {
+        g_autofree char *err = split_migration_error(to);
+
+        g_assert_nonnull(strstr(err, "sub-host 'sh0'"));
+        g_assert_cmpuint(split_subhost_data_bytes(&empty), ==, 0);
+        qtest_quit(from);
+        qtest_quit(to);
+        split_test_cleanup(&t);
+    }
+    split_subhost_stop(&empty);
+}
+
+/*
+ * An export that a running split-memory VM uses: a second, unrelated source
+ * named it in its split-subhosts. Its migration fails at setup, before it
+ * wrote anything there; it runs on, and so does the first VM, on the
+ * pages that the export still holds. The second VM has more RAM than the
+ * first: where its guest RAM span ends the export holds nothing, so it
+ * must find the record where every VM looks (at the export's end).
+ */
+static void test_split_export_in_use(void)
+{
+    g_autofree char *uri2 = g_strdup_printf("unix:%s/migsocket2", tmpfs);
+    g_autofree char *sock2 = g_strdup_printf("%s/migsocket2", tmpfs);
+    g_autofree char *err = NULL;
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = SPLIT_BUDGET,
+    };
+    MigrateStart args = {
+        .opts_target = "-S",
+        .hide_stderr = true,
+    };
+    MigrateStart args2 = {
+        .hide_stderr = true,
+        /* Not the framework's size (%.0s prints nothing of it) */
+        .memory_backend = "-m 256M%.0s ",
+    };
+    QTestState *from, *to, *from2, *to2;
+    uint64_t held;
+
+    split_test_start_subhosts(&t, 256 * 1024 * 1024);
+    if (!split_migrate_to_paused(&t, &args, &from, &to)) {
+        return;
+    }
+    qtest_quit(from);
+    /* The main host runs the VM, part of it on the sub-host */
+    qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
+    wait_for_serial("dest_serial");
+    held = split_subhost_data_bytes(&t.sub[0]);
+    g_assert_cmpuint(held, >, 0);
+
+    /* Another VM, whose split-subhosts name the same export */
+    if (migrate_start(&from2, &to2, "defer", &args2)) {
+        qtest_quit(to);
+        split_test_cleanup(&t);
+        return;
+    }
+    split_setup(&t, from2, to2);
+    migrate_incoming_qmp(to2, uri2, NULL, "{ 'exit-on-error': false }");
+    wait_for_serial("src_serial");
+    migrate_ensure_converge(from2);
+    migrate_qmp(from2, to2, uri2, NULL, "{}");
+    /* QEMU goes through "active" when its setup fails */
+    wait_for_migration_fail(from2, true);
+    err = split_migration_error(from2);
+    g_test_message("second source: %s", err);
+    g_assert_nonnull(strstr(err, "split-memory: sub-host 'sh0' ("));
+    g_assert_nonnull(strstr(err, ") is in use: its export holds the pages "
+                            "of the running split-memory VM"));
+    split_check_guest_runs(from2);
+    qtest_quit(from2);
+    qtest_quit(to2);
+    unlink(sock2);
+
+    /* The first VM: its pages are still there, its memory is right */
+    g_assert_cmpuint(split_subhost_data_bytes(&t.sub[0]), ==, held);
+    {
+        g_autoptr(QDict) rsp = split_query_memory(to);
+        QDict *s = qobject_to(QDict, qlist_peek(qdict_get_qlist(rsp,
+                                                            "subhosts")));
+
+        g_assert_true(qdict_get_bool(s, "connected"));
+        g_assert_cmpint(qdict_get_int(s, "pages"), >, 0);
+    }
+    split_check_guest_runs(to);
+    qtest_qmp_assert_success(to, "{ 'execute': 'stop' }");
+    /* Pages in what is still remote */
+    split_check_pattern(to);
+    qtest_quit(to);
+    split_test_cleanup(&t);
+}
+
+/*
+ * The main host fails after the source stopped the VM: here a device that
+ * only the source has, whose state comes after the split commit. The main
+ * host says so on the return path; the source's migration fails, its VM
+ * runs again with its memory intact, and it empties the sub-host (the
+ * main host never took the export over).
+ */
+static void test_split_main_fails_late(void)
+{
+    g_autofree char *uri = g_strdup_printf("unix:%s/migsocket", tmpfs);
+    g_autofree char *err = NULL;
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = SPLIT_BUDGET,
+    };
+    MigrateStart args = {
+        .opts_source = "-device virtio-rng-pci,id=late0",
+        .hide_stderr = true,
+    };
+    QTestState *from, *to;
+
+    split_test_start_subhosts(&t, 256 * 1024 * 1024);
+    if (migrate_start(&from, &to, "defer", &args)) {
+        split_test_cleanup(&t);
+        return;
+    }
+    split_setup(&t, from, to);
+    migrate_incoming_qmp(to, uri, NULL, "{ 'exit-on-error': false }");
+    wait_for_serial("src_serial");
+    migrate_ensure_non_converge(from);
+    migrate_prepare_for_dirty_mem(from);
+    migrate_qmp(from, to, uri, NULL, "{}");
+    /* A full pass: the sub-host holds pages of the guest */
+    migrate_wait_for_dirty_mem(from, to);
+    g_assert_cmpuint(split_subhost_data_bytes(&t.sub[0]), >, 0);
+    migrate_ensure_converge(from);
+
+    wait_for_migration_status(to, "failed",
+                              (const char * []) { "completed", NULL });
+    err = split_migration_error(to);
+    g_test_message("main host error: %s", err);
+    split_wait_source_resumed(from);
+    /* It failed after the switchover began */
+    g_assert_true(get_src()->stop_seen);
+    g_free(err);
+    err = split_migration_error(from);
+    g_test_message("source error: %s", err);
+    split_wait_data_bytes(&t.sub[0], 0);
+
+    qtest_qmp_assert_success(from, "{ 'execute': 'stop' }");
+    split_check_pattern(from);
     qtest_quit(from);
     qtest_quit(to);
     split_test_cleanup(&t);
@@ -1128,6 +1578,8 @@ typedef struct SplitRefusal {
     void (*prepare)(QTestState *from, QTestState *to);
     /* Then a migration without split-memory, checked on the destination */
     bool plain_after;
+    /* Everything right but the capability 'return-path' */
+    bool without_return_path;
 } SplitRefusal;
 
 static void split_expect_refusal(QTestState *who, const char *command,
@@ -1147,21 +1599,13 @@ static void split_expect_refusal(QTestState *who, const char *command,
 /* After a refusal the source is running and its guest still writes. */
 static void split_check_source_runs(QTestState *from)
 {
-    g_autofree char *status = split_status(from);
     g_autoptr(QDict) rsp = qtest_qmp_assert_success_ref(from,
                                "{ 'execute': 'query-migrate' }");
     const char *mig = qdict_get_try_str(rsp, "status");
-    int64_t deadline = g_get_monotonic_time() +
-                       SPLIT_TIMEOUT_S * G_USEC_PER_SEC;
-    uint8_t first = qtest_readb(from, X86_TEST_MEM_START);
 
-    g_assert_cmpstr(status, ==, "running");
     /* No migration was started: nothing to fail or cancel */
     g_assert_true(!mig || g_str_equal(mig, "none"));
-    while (qtest_readb(from, X86_TEST_MEM_START) == first) {
-        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
-        g_usleep(10 * 1000);
-    }
+    split_check_guest_runs(from);
 }
 
 static void split_test_refusal(SplitRefusal *r)
@@ -1171,6 +1615,7 @@ static void split_test_refusal(SplitRefusal *r)
     SplitTest t = {
         .nsubhosts = 1,
         .budget = SPLIT_BUDGET,
+        .without_return_path = r->without_return_path,
     };
     QTestState *from, *to;
 
@@ -1214,6 +1659,22 @@ static void split_test_refusal(SplitRefusal *r)
     wait_for_migration_complete(to);
     migrate_end(from, to, true);
     split_test_cleanup(&t);
+}
+
+/*
+ * Without the return path the source would give the VM up before the main
+ * host confirmed that it reached its sub-hosts: refused on both sides.
+ */
+static void test_split_refuse_without_return_path(void)
+{
+    SplitRefusal r = {
+        .without_return_path = true,
+        .error = "needs the capability 'return-path' on both hosts",
+        .refused_by_main = true,
+        .plain_after = true,
+    };
+
+    split_test_refusal(&r);
 }
 
 /* vhost-user backends and ivshmem peers need share=on */
@@ -1731,6 +2192,197 @@ static void test_split_pager_memcg(void)
     split_test_cleanup(&t);
 }
 
+/*
+ * Re-migrating a split-memory VM from its main host to a plain
+ * destination (no split-memory there): the main host, now a source,
+ * sends every page of its guest, and its pager pages in from the
+ * sub-host what the RAM iteration reads. The split-memory capability is
+ * turned off on it first (the source side of a split migration would
+ * split again), and 'return-path' too (the plain destination has
+ * neither).
+ */
+typedef struct SplitRemigrate {
+    SplitTest t;
+    QTestState *main;
+    QTestState *plain;
+    char *uri;
+    /*
+     * Before the second migration: pages fetched from the sub-host, and
+     * pages stored only there
+     */
+    int64_t page_ins_before;
+    int64_t only_remote_before;
+} SplitRemigrate;
+
+/*
+ * Pages the main host @who fetched from its sub-hosts so far: on a fault
+ * or with one (prefetched); in @only_remote, those still stored only on
+ * a sub-host. Logged with what is resident, as @when.
+ */
+static int64_t split_remote_page_ins(QTestState *who, const char *when,
+                                     int64_t *only_remote)
+{
+    g_autoptr(QDict) rsp = split_query_memory(who);
+    int64_t remote = qdict_get_int(rsp, "page-ins-remote");
+    int64_t prefetched = qdict_get_int(rsp, "prefetched-pages");
+    int64_t left = 0;
+    QListEntry *e;
+
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "subhosts"), e) {
+        left += qdict_get_int(qobject_to(QDict, qlist_entry_obj(e)),
+                              "pages");
+    }
+    g_test_message("main host %s: %" PRId64 " remote page-ins (+%" PRId64
+                   " prefetched), %" PRId64 " resident pages, %" PRId64
+                   " only on the sub-host", when, remote, prefetched,
+                   qdict_get_int(rsp, "resident-pages"), left);
+    if (only_remote) {
+        *only_remote = left;
+    }
+    return remote + prefetched;
+}
+
+/*
+ * Split-migrate to a main host, run the guest there a little, then start
+ * a plain destination and migrate the main host to it (not waiting for
+ * the end). False, with everything cleaned up, when QEMU could not start.
+ */
+static bool split_remigrate_start(SplitRemigrate *r, bool exit_on_error)
+{
+    MigrateStart args = {
+        .opts_target = "-S",
+        .hide_stderr = true,
+    };
+    MigrateStart plain_args = {
+        .only_target = true,
+        .hide_stderr = true,
+    };
+    g_autofree char *serial = g_strdup_printf("%s/dest_serial", tmpfs);
+    QTestState *from;
+
+    r->t.nsubhosts = 1;
+    r->t.budget = SPLIT_BUDGET;
+    split_test_start_subhosts(&r->t, 256 * 1024 * 1024);
+    if (!split_migrate_to_paused(&r->t, &args, &from, &r->main)) {
+        return false;
+    }
+    split_check_main_host_at_start(&r->t, r->main);
+    qtest_qmp_assert_success(r->main, "{ 'execute': 'cont' }");
+    wait_for_serial("dest_serial");
+    split_wait_remote_page_ins(r->main);
+    /* The main host holds the VM: the first source has nothing to do */
+    qtest_quit(from);
+    split_check_guest_runs(r->main);
+
+    migrate_set_capability(r->main, "split-memory", false);
+    migrate_set_capability(r->main, "return-path", false);
+    /* The plain destination's serial is a file of its own */
+    unlink(serial);
+    if (migrate_start(&r->main, &r->plain, "defer", &plain_args)) {
+        qtest_quit(r->main);
+        split_test_cleanup(&r->t);
+        return false;
+    }
+    r->uri = g_strdup_printf("unix:%s/migsocket-plain", tmpfs);
+    migrate_incoming_qmp(r->plain, r->uri, NULL, exit_on_error ? "{}" :
+                         "{ 'exit-on-error': false }");
+    r->page_ins_before = split_remote_page_ins(r->main, "before",
+                                               &r->only_remote_before);
+    migrate_ensure_non_converge(r->main);
+    migrate_prepare_for_dirty_mem(r->main);
+    migrate_qmp(r->main, r->plain, r->uri, NULL, "{}");
+    return true;
+}
+
+static void split_remigrate_cleanup(SplitRemigrate *r)
+{
+    g_autofree char *path = g_strdup_printf("%s/migsocket-plain", tmpfs);
+
+    unlink(path);
+    g_clear_pointer(&r->uri, g_free);
+    split_test_cleanup(&r->t);
+}
+
+static void test_split_remigrate_plain(void)
+{
+    SplitRemigrate r = { };
+    int64_t after, only_remote;
+
+    if (!split_remigrate_start(&r, true)) {
+        return;
+    }
+    /* A full pass, the guest dirtied memory again, then completion */
+    migrate_wait_for_dirty_mem(r.main, r.plain);
+    migrate_ensure_converge(r.main);
+    wait_for_migration_complete(r.main);
+    wait_for_migration_complete(r.plain);
+
+    /* The pages that were on the sub-host were gathered from it */
+    after = split_remote_page_ins(r.main, "after", &only_remote);
+    g_assert_cmpint(r.only_remote_before, >, 0);
+    g_assert_cmpint(after, >=, r.page_ins_before + r.only_remote_before);
+    g_assert_cmpint(only_remote, ==, 0);
+
+    wait_for_serial("dest_serial");
+    split_check_guest_runs(r.plain);
+    /* Quits the main host, checks every page of the plain destination */
+    migrate_end(r.main, r.plain, true);
+    split_remigrate_cleanup(&r);
+}
+
+/*
+ * The same, cancelled midway: the main host runs its split-memory VM on,
+ * its guest's memory intact, its sub-host still connected.
+ */
+static void test_split_remigrate_cancel(void)
+{
+    SplitRemigrate r = { };
+    int64_t deadline;
+    QDict *s;
+
+    if (!split_remigrate_start(&r, false)) {
+        return;
+    }
+    /* Wait until a good part of the guest went out (at 3 MB/s) */
+    deadline = g_get_monotonic_time() + SPLIT_TIMEOUT_S * G_USEC_PER_SEC;
+    for (;;) {
+        g_autoptr(QDict) rsp = qtest_qmp_assert_success_ref(r.main,
+                                   "{ 'execute': 'query-migrate' }");
+        QDict *ram = qdict_get_qdict(rsp, "ram");
+
+        g_assert_true(g_str_equal(qdict_get_str(rsp, "status"), "setup") ||
+                      g_str_equal(qdict_get_str(rsp, "status"), "active"));
+        if (ram && qdict_get_int(ram, "transferred") > 8 * 1024 * 1024) {
+            break;
+        }
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(20 * 1000);
+    }
+    migrate_cancel(r.main);
+    wait_for_migration_status(r.main, "cancelled",
+                              (const char * []) { "completed", NULL });
+    wait_for_migration_status(r.plain, "failed",
+                              (const char * []) { "completed", NULL });
+    split_remote_page_ins(r.main, "after the cancel", NULL);
+
+    split_check_guest_runs(r.main);
+    {
+        g_autoptr(QDict) rsp = split_query_memory(r.main);
+
+        g_assert_true(qdict_get_bool(rsp, "active"));
+        s = qobject_to(QDict, qlist_peek(qdict_get_qlist(rsp, "subhosts")));
+        g_assert_cmpstr(qdict_get_str(s, "id"), ==, "sh0");
+        g_assert_true(qdict_get_bool(s, "connected"));
+        g_assert_cmpint(qdict_get_int(rsp, "blocked-faults"), ==, 0);
+    }
+    /*
+     * Quits the plain destination; the main host's guest still writes,
+     * and every page of its test area checks out (page-ins again)
+     */
+    migrate_end(r.plain, r.main, true);
+    split_remigrate_cleanup(&r);
+}
+
 void migration_test_add_split(MigrationTestEnv *env)
 {
     tmpfs = env->tmpfs;
@@ -1748,11 +2400,25 @@ void migration_test_add_split(MigrationTestEnv *env)
                        test_split_unreachable);
     migration_test_add("/migration/split/unreachable-from-main",
                        test_split_unreachable_from_main);
+    migration_test_add("/migration/split/main-without-subhosts",
+                       test_split_main_without_subhosts);
+    migration_test_add("/migration/split/swapped-subhosts",
+                       test_split_swapped_subhosts);
+    migration_test_add("/migration/split/empty-export",
+                       test_split_empty_export);
+    migration_test_add("/migration/split/export-in-use",
+                       test_split_export_in_use);
+    migration_test_add("/migration/split/main-fails-late",
+                       test_split_main_fails_late);
     migration_test_add("/migration/split/one-subhost",
                        test_split_one_subhost);
     migration_test_add("/migration/split/two-subhosts",
                        test_split_two_subhosts);
     migration_test_add("/migration/split/cancel", test_split_cancel);
+    migration_test_add("/migration/split/remigrate-plain",
+                       test_split_remigrate_plain);
+    migration_test_add("/migration/split/remigrate-cancel",
+                       test_split_remigrate_cancel);
     migration_test_add("/migration/split/memfd", test_split_memfd);
     migration_test_add("/migration/split/pager-eagain",
                        test_split_pager_eagain);
@@ -1764,6 +2430,8 @@ void migration_test_add_split(MigrationTestEnv *env)
                        test_split_pager_enomem_gives_up);
     migration_test_add("/migration/split/pager-memcg",
                        test_split_pager_memcg);
+    migration_test_add("/migration/split/refuse-without-return-path",
+                       test_split_refuse_without_return_path);
     migration_test_add("/migration/split/refuse-shared",
                        test_split_refuse_shared);
     migration_test_add("/migration/split/refuse-prealloc",
