@@ -10,6 +10,9 @@ channel in both. Prints, each beside its reference:
   - migration time, split / plain            (target: <= 1.2)
   - bytes the source put on the wire (its veth tx counter, so TCP, TLS
     and NBD framing included) / the guest's non-zero RAM (target: <= 1.05)
+  - the downtime of every run beside downtime-limit (target: within it;
+    split's map delta and sub-host write drain are in QEMU's pending
+    estimate, so the switchover waits until they fit)
 The guest does not dirty memory during the runs, so both migrations
 move the same data and the ratios measure the mechanism, not the load.
 The two kinds of run alternate (--rounds pairs, default 3) and the
@@ -35,6 +38,8 @@ def run(args, split):
     tx0 = sc.lan.tx_bytes(sc.src_ns)
     info = sc.migrate(split=split, budget=(args.mem // 2) * MiB)
     tx = sc.lan.tx_bytes(sc.src_ns) - tx0
+    info["downtime-limit"] = sc.src.qmp.cmd(
+        "query-migrate-parameters")["downtime-limit"]
     sc.quit_source()
     ok, line = sc.verify_on_main()
     if not ok:
@@ -74,6 +79,12 @@ def main():
           + ", ".join(f"{d['destination']} {d['placed']}"
                       for d in s["destinations"][1:]))
     print(f"  guest non-zero RAM {nonzero / MiB:.1f} MiB")
+    for k, name in ((False, "plain precopy"), (True, "split        ")):
+        downs = [i.get("downtime", 0) for i, _ in rounds[k]]
+        limit = rounds[k][0][0]["downtime-limit"]
+        met = all(d <= limit for d in downs)
+        print(f"  downtime {name} {' '.join(f'{d}' for d in downs)} ms"
+              f"  limit {limit} ms  ({'met' if met else 'NOT met'})")
     print(f"  ratio time  split/plain      {med[True] / med[False]:.3f}"
           "  (target <= 1.20)")
     print(f"  ratio bytes split/non-zero   {wire[True] / nonzero:.3f}"

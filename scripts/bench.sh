@@ -4,13 +4,13 @@
 # `make bench`: every benchmark, each printing its figures beside the
 # reference it is measured against in the same run (never asserted: these
 # machines are shared and noisy).
-#   scripts/bench.sh [subhost|split|devices]...
+#   scripts/bench.sh [subhost|split|devices|reconnect|blackhole]...
 set -euo pipefail
 
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${SPLITMEM_BUILD:-$SRCDIR/build}
 which=("$@")
-[ ${#which[@]} -gt 0 ] || which=(subhost split devices)
+[ ${#which[@]} -gt 0 ] || which=(subhost split devices reconnect blackhole)
 
 for b in "${which[@]}"; do
     case "$b" in
@@ -23,8 +23,15 @@ for b in "${which[@]}"; do
     devices)
         echo "=== split migration of the device-rich guest, full size ==="
         python3 "$SRCDIR/tests/split/test_devices.py" ;;
+    reconnect)
+        echo "=== sub-host reconnection after a connection loss, full size ==="
+        python3 "$SRCDIR/tests/split/test_reconnect.py" ;;
+    blackhole)
+        echo "=== a silent sub-host and the source's monitor, full size ==="
+        python3 "$SRCDIR/tests/split/test_blackhole.py" ;;
     *)
-        echo "bench: unknown benchmark '$b' (subhost, split, devices)" >&2
+        echo "bench: unknown benchmark '$b'" \
+             "(subhost, split, devices, reconnect, blackhole)" >&2
         exit 2 ;;
     esac
 done

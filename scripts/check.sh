@@ -35,6 +35,8 @@ QTESTS=(
 SYSTEM_TESTS=(
     "split-multihost:python3 tests/split/test_multihost.py"
     "split-devices:python3 tests/split/test_devices.py --quick"
+    "split-reconnect:python3 tests/split/test_reconnect.py --quick"
+    "split-blackhole:python3 tests/split/test_blackhole.py --quick"
     "vmi-default:python3 tests/vmi/vmi-validate.py"
     "vmi-trixie:python3 tests/vmi/vmi-validate.py --kernel-pkg trixie"
     "fuzz:FUZZ_SECONDS=20 fctrans/fuzz/run-fuzzers.sh"
@@ -43,7 +45,8 @@ SYSTEM_TESTS=(
 # Sanitizer builds (separate meson build directories): which tests run
 # under which sanitizer. Any report fails the test.
 SAN_ASAN_TESTS=(test-vmi test-btf test-kimage test-ksymtab test-profile
-                test-pagemap test-subhost)
+                test-pagemap test-subhost test-subhost-config
+                test-histogram test-bitmap test-export-id)
 SAN_TSAN_TESTS=(test-subhost)
 
 PASS=0
