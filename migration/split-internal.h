@@ -116,6 +116,11 @@ typedef struct SplitPagerSubhost {
     uint64_t remaining;         /* atomic: pages stored only there */
     uint64_t page_ins;          /* atomic */
     bool lost;                  /* atomic */
+    /*
+     * atomic: an outgoing split migration completed and the new main host
+     * holds this export: its pages are no longer this VM's to page in
+     */
+    bool handed_over;
 } SplitPagerSubhost;
 
 /* Per-page state of the pager */
@@ -163,5 +168,47 @@ bool split_pager_start(SplitIncoming *si, Error **errp);
  * the device state loaded: the VM must not run.
  */
 bool split_pager_may_run(SplitPager *pg, Error **errp);
+
+/*
+ * A split migration out of this main host onto its own sub-hosts
+ * (split-save.c): a page stored only on a sub-host that the new
+ * migration uses too stays there, unread.
+ *
+ * Whether this process runs a split-memory VM whose pages are numbered
+ * as in @layout, which is what lets the pages stay where they are.
+ */
+bool split_pager_same_layout(const SplitLayout *layout);
+/*
+ * The pager's sub-host whose export holds @found as this VM's record
+ * (the one its pager checks, state RUNNING), with that record in @own;
+ * -1 when none does.
+ */
+int split_pager_export_owner(const FctransExportId *found,
+                             FctransExportId *own);
+/*
+ * Sub-host @j's export is about to hold @next, the outgoing migration's
+ * record: a reconnect accepts it as well as the pager's own, and pages
+ * the guest discards are no longer trimmed there (the outgoing map may
+ * keep them), until split_pager_handover_end().
+ */
+void split_pager_handover_begin(unsigned j, const FctransExportId *next);
+/*
+ * The outgoing migration ended. @done: it completed, the new main host
+ * holds the export: a fault on a page stored only there stops this VM
+ * for good. Else discards are trimmed again, and @next_stays: the
+ * export may still hold the outgoing record (its restore failed), which
+ * a reconnect keeps accepting.
+ */
+void split_pager_handover_end(unsigned j, bool done, bool next_stays);
+/*
+ * Call @fn for every run of pages whose only copy is on a sub-host (not
+ * resident here, or being paged in), with the pager's sub-host index.
+ * Returns how many pages that was.
+ */
+uint64_t split_pager_for_each_remote(void (*fn)(void *opaque, unsigned j,
+                                                uint64_t first, uint64_t n),
+                                     void *opaque);
+/* Whether page @g's only copy is still on pager sub-host @j. */
+bool split_pager_is_remote(uint64_t g, unsigned j);
 
 #endif /* QEMU_MIGRATION_SPLIT_INTERNAL_H */

@@ -228,6 +228,16 @@ typedef struct SplitRecon {
     int64_t since;              /* ns: the episode began */
     int64_t deadline;           /* ns: lost when not connected by then */
     char *why;                  /* what began the episode */
+    /*
+     * An outgoing split migration uses this export (re-migration): @next
+     * is its record, which a reconnect accepts too; @keep: its map may
+     * keep pages there, so discards are not trimmed there. Discard trims
+     * in flight, counted in @trims, complete before @keep is set.
+     */
+    FctransExportId next;
+    bool has_next;
+    bool keep;
+    unsigned trims;
 } SplitRecon;
 
 /* A placement that failed and is retried by the fault thread. */
@@ -275,6 +285,8 @@ struct SplitPager {
     uint64_t retried;
     uint64_t discarded;
     uint64_t dropped_at_start;
+    /* Faults on pages handed over to a new main host: they wait for good */
+    uint64_t handed_over_faults;
     bool failed;                /* atomic: a page can never be placed */
     int load_state;             /* atomic: SPLIT_LOAD_* */
     /* The fault thread's own: the memory cgroup guard */
@@ -438,7 +450,8 @@ static bool split_pager_lost_any(SplitPager *pg)
 {
     unsigned k;
 
-    if (qatomic_read(&pg->failed) || qatomic_read(&pg->stuck)) {
+    if (qatomic_read(&pg->failed) || qatomic_read(&pg->stuck) ||
+        qatomic_read(&pg->handed_over_faults)) {
         return true;
     }
     for (k = 0; k < pg->si->nsubhosts; k++) {
@@ -899,7 +912,8 @@ static bool split_recon_reissue(SplitRecon *r, unsigned *sent)
  * failed read and a corrupt record are both -1 of split_export_id_read().
  */
 static int split_recon_verify(SplitPagerSubhost *sub,
-                              const FctransExportId *want, Error **errp)
+                              const FctransExportId *want,
+                              const FctransExportId *next, Error **errp)
 {
     g_autofree uint8_t *buf = g_malloc(FCTRANS_EXPORT_ID_SIZE);
     g_autoptr(GError) gerr = NULL;
@@ -914,8 +928,14 @@ static int split_recon_verify(SplitPagerSubhost *sub,
                    gerr->message);
         return -1;
     }
-    if (!fctrans_export_id_decode(buf, &found, &gerr) ||
-        !fctrans_export_id_match(want, &found, &gerr)) {
+    if (!fctrans_export_id_decode(buf, &found, &gerr)) {
+        error_setg(errp, "split-memory: sub-host '%s' (%s): %s", sub->id,
+                   sub->uri, gerr->message);
+        return 0;
+    }
+    /* An outgoing migration's record holds the same pages (@next) */
+    if (!fctrans_export_id_match(want, &found, &gerr) &&
+        (!next || !fctrans_export_id_match(next, &found, NULL))) {
         error_setg(errp, "split-memory: sub-host '%s' (%s): %s", sub->id,
                    sub->uri, gerr->message);
         return 0;
@@ -962,6 +982,8 @@ static void *split_recon_thread(void *opaque)
         unsigned sent;
         bool connected;
         int verified = -1;
+        FctransExportId next;
+        bool has_next;
 
         attempts++;
         /* Sticky: a reconnect may succeed and its record read fail */
@@ -974,10 +996,13 @@ static void *split_recon_thread(void *opaque)
         WITH_QEMU_LOCK_GUARD(&r->lock) {
             r->attempting = true;
             r->unverified = true;
+            next = r->next;
+            has_next = r->has_next;
         }
         connected = fctrans_subhost_reconnect(sub->sh, &gerr);
         if (connected) {
-            verified = split_recon_verify(sub, &want, &err);
+            verified = split_recon_verify(sub, &want,
+                                          has_next ? &next : NULL, &err);
         }
         WITH_QEMU_LOCK_GUARD(&r->lock) {
             r->attempting = false;
@@ -1194,6 +1219,18 @@ static bool split_pager_claim(SplitPager *pg, SplitBlock *b, uint64_t g,
         return true;
     }
     pl->subhost = FCTRANS_LOC_SUBHOST_INDEX(loc);
+    if (qatomic_read(&si->sub[pl->subhost].handed_over)) {
+        /* The new main host runs on that page: never read it here again */
+        if (!qatomic_fetch_inc(&pg->handed_over_faults)) {
+            error_report("split: guest page %" PRIu64 " belongs to the main "
+                         "host this VM migrated to (sub-host '%s'): this VM "
+                         "must not run here any more", g,
+                         si->sub[pl->subhost].id);
+        }
+        qatomic_inc(&pg->blocked);
+        split_pager_request_stop(pg);
+        return false;
+    }
     if (qatomic_read(&si->sub[pl->subhost].lost) &&
         split_pager_load_broken(pg)) {
         /* The VM will not run: zeros let the device state load end */
@@ -1453,7 +1490,7 @@ static void split_pager_watchdog(SplitPager *pg)
         bool give_up = false, lost = false, connected;
         uint32_t episode_ms = 0;
 
-        if (qatomic_read(&sub->lost)) {
+        if (qatomic_read(&sub->lost) || qatomic_read(&sub->handed_over)) {
             continue;
         }
         connected = fctrans_subhost_is_connected(sub->sh);
@@ -1825,11 +1862,175 @@ bool split_pager_may_run(SplitPager *pg, Error **errp)
     return true;
 }
 
+/*
+ * Re-migration onto the same sub-hosts
+ * ------------------------------------
+ * The source of that migration (split-save.c) is this main host. The
+ * pager keeps serving the VM while it runs; what changes:
+ *   - the export's record is the outgoing migration's from its setup on,
+ *     which a reconnect accepts too (SplitRecon.next);
+ *   - discarded pages are not trimmed there (SplitRecon.keep): the
+ *     outgoing map may keep such a page there, and once the guest reuses
+ *     it, write it again over another connection, which a trim still in
+ *     flight on ours could overtake;
+ *   - once the migration completed, the new main host owns the export
+ *     (SplitPagerSubhost.handed_over): no page of it is read here again.
+ * No page ever goes from resident back to a sub-host here, so a page
+ * that is_remote() once stays remote until it is paged in or discarded:
+ * the outgoing migration keeps it unread until then.
+ */
+bool split_pager_same_layout(const SplitLayout *layout)
+{
+    SplitPager *pg = qatomic_read(&split_pager);
+    const SplitLayout *own;
+    unsigned i;
+
+    if (!pg) {
+        return false;
+    }
+    own = &pg->si->layout;
+    if (own->npages != layout->npages || own->nblocks != layout->nblocks ||
+        own->page_size != layout->page_size) {
+        return false;
+    }
+    for (i = 0; i < own->nblocks; i++) {
+        if (own->blocks[i].rb != layout->blocks[i].rb ||
+            own->blocks[i].first_page != layout->blocks[i].first_page ||
+            own->blocks[i].npages != layout->blocks[i].npages) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int split_pager_export_owner(const FctransExportId *found,
+                             FctransExportId *own)
+{
+    SplitPager *pg = qatomic_read(&split_pager);
+    unsigned j;
+
+    if (!pg) {
+        return -1;
+    }
+    for (j = 0; j < pg->si->nsubhosts; j++) {
+        SplitPagerSubhost *sub = &pg->si->sub[j];
+        SplitRecon *r = &pg->recon[j];
+        bool mine;
+
+        if (qatomic_read(&sub->lost) || qatomic_read(&sub->handed_over)) {
+            continue;
+        }
+        /* Or an earlier outgoing migration's, which could not be undone */
+        WITH_QEMU_LOCK_GUARD(&r->lock) {
+            mine = found->state == FCTRANS_EXPORT_ID_RUNNING ?
+                   fctrans_export_id_match(&sub->export_id, found, NULL) :
+                   r->has_next &&
+                   fctrans_export_id_match(&r->next, found, NULL);
+        }
+        if (mine) {
+            *own = sub->export_id;
+            return j;
+        }
+    }
+    return -1;
+}
+
+void split_pager_handover_begin(unsigned j, const FctransExportId *next)
+{
+    SplitPager *pg = qatomic_read(&split_pager);
+    SplitRecon *r = &pg->recon[j];
+
+    WITH_QEMU_LOCK_GUARD(&r->lock) {
+        r->next = *next;
+        r->has_next = true;
+        r->keep = true;
+        /* Bounded by the channel's request timeout; never under the BQL */
+        while (r->trims) {
+            qemu_cond_wait(&r->cond, &r->lock);
+        }
+    }
+    trace_split_pager_handover(pg->si->sub[j].id, "begin");
+}
+
+void split_pager_handover_end(unsigned j, bool done, bool next_stays)
+{
+    SplitPager *pg = qatomic_read(&split_pager);
+    SplitRecon *r = &pg->recon[j];
+
+    WITH_QEMU_LOCK_GUARD(&r->lock) {
+        if (done) {
+            qatomic_set(&pg->si->sub[j].handed_over, true);
+        }
+        r->keep = false;
+        r->has_next = next_stays;
+    }
+    trace_split_pager_handover(pg->si->sub[j].id, done ? "handed over" :
+                               next_stays ? "kept, its record not restored" :
+                               "kept");
+}
+
+uint64_t split_pager_for_each_remote(void (*fn)(void *opaque, unsigned j,
+                                                uint64_t first, uint64_t n),
+                                     void *opaque)
+{
+    SplitPager *pg = qatomic_read(&split_pager);
+    SplitIncoming *si = pg->si;
+    uint64_t g = 0, total = 0;
+
+    /* No discard changes the map meanwhile */
+    g_rw_lock_reader_lock(&pg->place_lock);
+    while (g < si->layout.npages) {
+        FctransPageLoc loc;
+        uint64_t run = fctrans_pagemap_run(si->map, g, &loc);
+        uint64_t end = g + run, first = g;
+
+        if (!FCTRANS_LOC_IS_SUBHOST(loc)) {
+            g = end;
+            continue;
+        }
+        for (; g <= end; g++) {
+            if (g < end &&
+                SPLIT_PAGE_STATE(qatomic_read(&pg->state[g])) !=
+                SPLIT_PAGE_PRESENT) {
+                continue;
+            }
+            if (g > first) {
+                fn(opaque, FCTRANS_LOC_SUBHOST_INDEX(loc), first, g - first);
+                total += g - first;
+            }
+            first = g + 1;
+        }
+        g = end;
+    }
+    g_rw_lock_reader_unlock(&pg->place_lock);
+    return total;
+}
+
+bool split_pager_is_remote(uint64_t g, unsigned j)
+{
+    SplitPager *pg = qatomic_read(&split_pager);
+    bool remote;
+
+    g_rw_lock_reader_lock(&pg->place_lock);
+    remote = fctrans_pagemap_get(pg->si->map, g) == FCTRANS_LOC_SUBHOST(j) &&
+             SPLIT_PAGE_STATE(qatomic_read(&pg->state[g])) !=
+             SPLIT_PAGE_PRESENT;
+    g_rw_lock_reader_unlock(&pg->place_lock);
+    return remote;
+}
+
 /* Trim @n pages from global page @g on sub-host @k; errors only trace. */
 static void split_discard_trim_done(void *opaque, const GError *err)
 {
+    SplitRecon *r = opaque;
+
     if (err) {
         trace_split_pager_trim_failed(err->message);
+    }
+    WITH_QEMU_LOCK_GUARD(&r->lock) {
+        if (!--r->trims) {
+            qemu_cond_broadcast(&r->cond);
+        }
     }
 }
 
@@ -1837,17 +2038,32 @@ static void split_discard_trim(SplitPager *pg, unsigned k, uint64_t g,
                                uint64_t n)
 {
     g_autoptr(GError) gerr = NULL;
+    SplitRecon *r = &pg->recon[k];
 
     while (n) {
         uint64_t len = MIN(n, FCTRANS_SUBHOST_MAX_TRIM / pg->page_size);
 
-        /* A stale copy left there is harmless: the map no longer uses it */
+        /*
+         * A stale copy left there is harmless: the map no longer uses it.
+         * Not while an outgoing migration may keep pages there: a trim on
+         * this connection could land after its write of the page, reused
+         * by the guest, on another.
+         */
+        qemu_mutex_lock(&r->lock);
+        if (r->keep || qatomic_read(&pg->si->sub[k].handed_over)) {
+            qemu_mutex_unlock(&r->lock);
+            trace_split_pager_trim_failed("kept for an outgoing migration");
+            return;
+        }
+        r->trims++;
         if (!fctrans_subhost_trim(pg->si->sub[k].sh, g * pg->page_size,
                                   len * pg->page_size, 0,
-                                  split_discard_trim_done, NULL, &gerr)) {
+                                  split_discard_trim_done, r, &gerr)) {
+            r->trims--;
             trace_split_pager_trim_failed(gerr->message);
             g_clear_error(&gerr);
         }
+        qemu_mutex_unlock(&r->lock);
         g += len;
         n -= len;
     }

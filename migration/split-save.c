@@ -77,6 +77,14 @@ typedef struct SplitSaveSubhost {
     FctransSubhostConfig *cfg;  /* to reconnect for the cleanup's trims */
     FctransExportId export_id;  /* the record this migration wrote there */
     bool id_written;
+    /*
+     * Re-migration of the split-memory VM this process runs: the index of
+     * this export among its pager's sub-hosts, whose record (@pager_id)
+     * goes back if the migration fails; -1 for any other export.
+     */
+    int pager_k;
+    FctransExportId pager_id;
+    uint64_t kept;              /* pages that stay there, unread, unsent */
     unsigned trim_errors;       /* atomic: trims that completed with an error */
     /* Write batch: wb_npages pages from global page wb_first */
     uint64_t wb_first;
@@ -106,6 +114,7 @@ typedef struct SplitSaveStats {
     char *ids[SPLIT_MAX_SUBHOSTS];
     uint64_t pages[1 + SPLIT_MAX_SUBHOSTS];
     uint64_t placed[1 + SPLIT_MAX_SUBHOSTS];
+    uint64_t kept[1 + SPLIT_MAX_SUBHOSTS];
     uint64_t unused;
     uint64_t trimmed;
     uint64_t map_bytes;
@@ -119,6 +128,8 @@ struct SplitSave {
     unsigned nsubhosts;
     SplitSaveSubhost sub[SPLIT_MAX_SUBHOSTS];
     unsigned long *pending;
+    /* Pages kept where the pager stores them (pager_k), unread; or NULL */
+    unsigned long *kept;
     SplitBlock *last_block;
     uint64_t setup_gen;
 
@@ -175,7 +186,8 @@ static void split_save_left_behind(SplitSave *ss)
     unsigned k;
 
     for (k = 0; k < ss->nsubhosts; k++) {
-        if (ss->sub[k].id_written) {
+        /* A kept export is never free to take: the pager still uses it */
+        if (ss->sub[k].id_written && ss->sub[k].pager_k < 0) {
             memcpy(split_left[split_left_n++ % SPLIT_LEFT_MAX],
                    ss->sub[k].export_id.migration_id,
                    FCTRANS_EXPORT_ID_UUID_LEN);
@@ -748,6 +760,24 @@ static int split_save_trim_page(SplitSave *ss, unsigned k, uint64_t g)
     return 0;
 }
 
+/*
+ * Whether kept page @g still has its only copy on its sub-host. Once
+ * paged in here it is read and placed like any other page: the guest
+ * may have written it.
+ */
+static bool split_save_still_kept(SplitSave *ss, uint64_t g)
+{
+    unsigned k = FCTRANS_LOC_SUBHOST_INDEX(fctrans_pagemap_get(ss->map, g));
+
+    if (split_pager_is_remote(g, ss->sub[k].pager_k)) {
+        return true;
+    }
+    clear_bit(g, ss->kept);
+    ss->sub[k].kept--;
+    qatomic_dec(&split_stats.kept[1 + k]);
+    return false;
+}
+
 int split_save_target_page(RAMBlock *rb, ram_addr_t offset)
 {
     SplitSave *ss = split_save;
@@ -774,6 +804,9 @@ int split_save_target_page(RAMBlock *rb, ram_addr_t offset)
     }
 
     g = b->first_page + (offset >> qemu_target_page_bits());
+    if (ss->kept && test_bit(g, ss->kept) && split_save_still_kept(ss, g)) {
+        return 1;   /* stays where it is: not even read */
+    }
     host = rb->host + offset;
     zero = buffer_is_zero(host, ss->page_size);
     hot = stat64_get(&mig_stats.dirty_sync_count) > ss->setup_gen;
@@ -843,6 +876,7 @@ static void split_save_free(SplitSave *ss)
     fctrans_placer_free(ss->placer);
     fctrans_pagemap_free(ss->map);
     g_free(ss->pending);
+    g_free(ss->kept);
     split_layout_clear(&ss->layout);
     error_free(ss->error);
     qemu_cond_destroy(&ss->cond);
@@ -943,13 +977,17 @@ static int split_save_prepare(void *opaque, Error **errp)
     return 0;
 }
 
-/* Drop the identity record this migration wrote on sub-host @k, if any. */
+/*
+ * Drop the identity record this migration wrote on sub-host @k, if any;
+ * an export that this VM's pager uses gets the pager's record back
+ * instead (split_save_give_back()).
+ */
 static void split_save_drop_record(SplitSave *ss, unsigned k)
 {
     FctransSubhost *sh = ss->sub[k].sh;
     g_autoptr(GError) gerr = NULL;
 
-    if (!ss->sub[k].id_written) {
+    if (!ss->sub[k].id_written || ss->sub[k].pager_k >= 0) {
         return;
     }
     if (!fctrans_subhost_trim_sync(sh, fctrans_export_id_offset(
@@ -960,6 +998,37 @@ static void split_save_drop_record(SplitSave *ss, unsigned k)
         return;
     }
     ss->sub[k].id_written = false;
+}
+
+/*
+ * The migration failed or was cancelled, and the VM runs on here: give
+ * every export that its pager uses back to it, with the pager's record.
+ * Where that record cannot be written, the pager keeps accepting this
+ * migration's, which names the same pages.
+ */
+static void split_save_give_back(SplitSave *ss)
+{
+    unsigned k;
+
+    for (k = 0; k < ss->nsubhosts; k++) {
+        SplitSaveSubhost *s = &ss->sub[k];
+        Error *err = NULL;
+        bool restored = true;
+
+        if (s->pager_k < 0) {
+            continue;
+        }
+        if (s->id_written) {
+            restored = split_export_id_write(s->sh, &s->pager_id, &err);
+            if (restored) {
+                s->id_written = false;
+            } else {
+                warn_report_err(err);
+            }
+        }
+        split_pager_handover_end(s->pager_k, false, !restored);
+        s->pager_k = -1;
+    }
 }
 
 /* Trim pages [0, @npages) of sub-host @k, synchronously (setup only). */
@@ -1006,19 +1075,30 @@ static bool split_save_claim_export(SplitSave *ss, unsigned k,
     FctransExportId old;
     g_autoptr(GError) gerr = NULL;
     Error *err = NULL;
-    int ret;
+    int ret, owner = -1;
 
     ret = split_export_id_read(s->sh, &old, &err);
     if (ret > 0) {
-        char vm[37];
-
-        fctrans_export_id_uuid_str(old.vm_uuid, vm);
         if (!memcmp(old.migration_id, migration_id, sizeof(old.migration_id))) {
             error_setg(errp, "split-memory: sub-host '%s' (%s) is the export "
                        "of sub-host '%s' again: each sub-host needs an "
                        "export of its own", p->id, p->uri, old.subhost_id);
             return false;
         }
+        /*
+         * An export that this split-memory VM's own pager uses: the pages
+         * stored only there stay, and so does everything else there
+         */
+        if (split_pager_same_layout(&ss->layout)) {
+            owner = split_pager_export_owner(&old, &s->pager_id);
+        }
+    }
+    if (owner >= 0) {
+        trace_split_save_keep(p->id, owner);
+    } else if (ret > 0) {
+        char vm[37];
+
+        fctrans_export_id_uuid_str(old.vm_uuid, vm);
         /*
          * What this VM's own earlier attempt left behind (its cleanup could
          * not reach the sub-host) may go; anything else belongs to another
@@ -1064,10 +1144,77 @@ static bool split_save_claim_export(SplitSave *ss, unsigned k,
         error_setg(errp, "split-memory: %s", gerr->message);
         return false;
     }
+    if (owner >= 0) {
+        /* Before the record changes: a reconnect of the pager accepts it */
+        split_pager_handover_begin(owner, id);
+        s->pager_k = owner;
+    }
+    /* Written or not, it may have landed: the record counts as written */
+    s->id_written = true;
     if (!split_export_id_write(s->sh, id, errp)) {
+        if (owner < 0) {
+            s->id_written = false;
+        }
         return false;
     }
-    s->id_written = true;
+    return true;
+}
+
+static void split_save_keep_run(void *opaque, unsigned j, uint64_t first,
+                                uint64_t n)
+{
+    SplitSave *ss = opaque;
+    uint64_t g;
+    unsigned k;
+
+    for (k = 0; k < ss->nsubhosts; k++) {
+        if (ss->sub[k].pager_k == j) {
+            break;
+        }
+    }
+    if (k == ss->nsubhosts) {
+        return;     /* not a sub-host of this migration: read, then placed */
+    }
+    for (g = first; g < first + n; g++) {
+        fctrans_pagemap_set(ss->map, g, FCTRANS_LOC_SUBHOST(k));
+    }
+    bitmap_set(ss->kept, first, n);
+    ss->sub[k].kept += n;
+}
+
+/*
+ * Re-migration onto the same sub-hosts: a page whose only copy is on an
+ * export that this migration uses too is placed there from the start,
+ * so that it counts against that sub-host's capacity, and is never read
+ * (which would page it in) nor sent.
+ */
+static bool split_save_keep_remote(SplitSave *ss, const uint64_t *cap_pages,
+                                   Error **errp)
+{
+    unsigned k;
+
+    for (k = 0; k < ss->nsubhosts && ss->sub[k].pager_k < 0; k++) {
+        /* nothing */
+    }
+    if (k == ss->nsubhosts) {
+        return true;
+    }
+    ss->kept = bitmap_new(ss->layout.npages);
+    split_pager_for_each_remote(split_save_keep_run, ss);
+    for (k = 0; k < ss->nsubhosts; k++) {
+        SplitSaveSubhost *s = &ss->sub[k];
+
+        if (s->kept > cap_pages[k]) {
+            error_setg(errp, "split-memory: sub-host '%s' holds %" PRIu64
+                       " pages of this VM already, more than its capacity "
+                       "of %" PRIu64 " pages", fctrans_subhost_id(s->sh),
+                       s->kept, cap_pages[k]);
+            error_append_hint(errp, "Give it at least the capacity it has "
+                              "for this VM now: its pages stay there.\n");
+            return false;
+        }
+        split_stats.kept[1 + k] = s->kept;
+    }
     return true;
 }
 
@@ -1094,6 +1241,9 @@ static int split_save_setup(QEMUFile *f, void *opaque, Error **errp)
     qemu_mutex_init(&ss->lock);
     qemu_cond_init(&ss->cond);
     ss->resumable = -1;
+    for (k = 0; k < SPLIT_MAX_SUBHOSTS; k++) {
+        ss->sub[k].pager_k = -1;
+    }
     split_layout_build(&ss->layout);
     ss->page_size = ss->layout.page_size;
 
@@ -1170,6 +1320,9 @@ static int split_save_setup(QEMUFile *f, void *opaque, Error **errp)
                                     migrate_split_resident_budget() /
                                     ss->page_size, cap_pages);
     ss->pending = bitmap_new(ss->layout.npages);
+    if (!split_save_keep_remote(ss, cap_pages, errp)) {
+        goto fail;
+    }
     ss->setup_gen = stat64_get(&mig_stats.dirty_sync_count);
     split_stats.valid = true;
 
@@ -1224,6 +1377,7 @@ fail:
         split_save_drop_record(ss, k);
     }
     split_save_left_behind(ss);
+    split_save_give_back(ss);
     split_save_bql_retake(bql);
     split_save_cancel_end();
     for (k = 0; k < nsubhosts; k++) {
@@ -1415,10 +1569,13 @@ static void split_save_trim_placed(SplitSave *ss)
                         fctrans_subhost_id(ss->sub[k].sh));
             continue;
         }
-        qatomic_add(&split_stats.trimmed, fctrans_pagemap_count(ss->map, loc));
+        /* Not the kept pages: the VM here still needs them */
+        qatomic_add(&split_stats.trimmed,
+                    fctrans_pagemap_count(ss->map, loc) - ss->sub[k].kept);
         for (g = 0; ok && g <= ss->layout.npages; g++) {
             bool here = g < ss->layout.npages &&
-                        fctrans_pagemap_get(ss->map, g) == loc;
+                        fctrans_pagemap_get(ss->map, g) == loc &&
+                        !(ss->kept && test_bit(g, ss->kept));
 
             if (here && n && g == first + n &&
                 (n + 1) * ss->page_size <= SPLIT_TRIM_MAX) {
@@ -1446,6 +1603,7 @@ static void split_save_trim_placed(SplitSave *ss)
     }
     split_save_wait_idle(ss);
     split_save_left_behind(ss);
+    split_save_give_back(ss);
 }
 
 /*
@@ -1522,6 +1680,12 @@ static void split_save_release(SplitSave *ss, bool completed)
         split_save_trim_placed(ss);
     } else {
         trace_split_save_cleanup("keep");
+        /* The new main host runs on them: never read them here again */
+        for (k = 0; k < ss->nsubhosts; k++) {
+            if (ss->sub[k].pager_k >= 0) {
+                split_pager_handover_end(ss->sub[k].pager_k, true, false);
+            }
+        }
     }
     split_save_free(ss);
 }
@@ -1593,6 +1757,7 @@ void split_populate_migration_info(MigrationInfo *info)
         d->pages = pages;
         d->bytes = pages * qemu_target_page_size();
         d->placed = qatomic_read(&split_stats.placed[k]);
+        d->kept = qatomic_read(&split_stats.kept[k]);
         QAPI_LIST_APPEND(tail, d);
     }
     si->unused_pages = qatomic_read(&split_stats.unused);

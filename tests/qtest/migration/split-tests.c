@@ -455,7 +455,10 @@ static void split_check_source_stats(SplitTest *t, QTestState *from)
                              <=, t->sub[n - 1].capacity);
             placed_remote += qdict_get_int(d, "placed");
         }
-        g_assert_cmpint(qdict_get_int(d, "pages"), >=,
+        /* Kept pages stayed where they were: placed, never sent */
+        g_assert_cmpint(qdict_get_int(d, "pages") + qdict_get_int(d, "kept"),
+                        >=, qdict_get_int(d, "placed"));
+        g_assert_cmpint(qdict_get_int(d, "kept"), <=,
                         qdict_get_int(d, "placed"));
         g_assert_cmpint(qdict_get_int(d, "bytes"), ==,
                         qdict_get_int(d, "pages") * SPLIT_PAGE_SIZE);
@@ -2203,6 +2206,11 @@ static void test_split_pager_memcg(void)
  */
 typedef struct SplitRemigrate {
     SplitTest t;
+    /*
+     * The second migration is a split one too, onto the same sub-host:
+     * @plain is then the new main host
+     */
+    bool split;
     QTestState *main;
     QTestState *plain;
     char *uri;
@@ -2274,14 +2282,20 @@ static bool split_remigrate_start(SplitRemigrate *r, bool exit_on_error)
     qtest_quit(from);
     split_check_guest_runs(r->main);
 
-    migrate_set_capability(r->main, "split-memory", false);
-    migrate_set_capability(r->main, "return-path", false);
+    if (!r->split) {
+        migrate_set_capability(r->main, "split-memory", false);
+        migrate_set_capability(r->main, "return-path", false);
+    }
     /* The plain destination's serial is a file of its own */
     unlink(serial);
     if (migrate_start(&r->main, &r->plain, "defer", &plain_args)) {
         qtest_quit(r->main);
         split_test_cleanup(&r->t);
         return false;
+    }
+    if (r->split) {
+        /* The main host splits its VM again, onto the same sub-host */
+        split_setup(&r->t, r->main, r->plain);
     }
     r->uri = g_strdup_printf("unix:%s/migsocket-plain", tmpfs);
     migrate_incoming_qmp(r->plain, r->uri, NULL, exit_on_error ? "{}" :
@@ -2383,6 +2397,109 @@ static void test_split_remigrate_cancel(void)
     split_remigrate_cleanup(&r);
 }
 
+/* Pages that sub-host @id kept in the split migration of @from. */
+static int64_t split_source_kept(QTestState *from, const char *id)
+{
+    g_autoptr(QDict) rsp = qtest_qmp_assert_success_ref(from,
+                               "{ 'execute': 'query-migrate' }");
+    QListEntry *e;
+
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(qdict_get_qdict(rsp, "split"),
+                                        "destinations"), e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (g_str_equal(qdict_get_str(d, "destination"), id)) {
+            return qdict_get_int(d, "kept");
+        }
+    }
+    g_assert_not_reached();
+}
+
+/*
+ * A split-memory VM split-migrated again, onto a new main host with the
+ * same sub-host: the pages whose only copy is there stay, neither paged
+ * in on the old main host nor sent; the new main host pages them in from
+ * there, and every page of the guest checks out.
+ */
+static void test_split_remigrate_split(void)
+{
+    SplitRemigrate r = { .split = true };
+    int64_t after, kept;
+
+    if (!split_remigrate_start(&r, true)) {
+        return;
+    }
+    migrate_wait_for_dirty_mem(r.main, r.plain);
+    migrate_ensure_converge(r.main);
+    wait_for_migration_complete(r.main);
+    wait_for_migration_complete(r.plain);
+
+    split_check_source_stats(&r.t, r.main);
+    kept = split_source_kept(r.main, "sh0");
+    after = split_remote_page_ins(r.main, "after", NULL);
+    g_test_message("sh0 kept %" PRId64 " of the %" PRId64 " pages stored "
+                   "only there", kept, r.only_remote_before);
+    g_assert_cmpint(r.only_remote_before, >, 0);
+    g_assert_cmpint(kept, >, 0);
+    g_assert_cmpint(kept, <=, r.only_remote_before);
+    /* Not gathered, unlike remigrate-plain */
+    g_assert_cmpint(after - r.page_ins_before, <, r.only_remote_before);
+
+    wait_for_serial("dest_serial");
+    split_check_guest_runs(r.plain);
+    split_wait_remote_page_ins(r.plain);
+
+    /* Quits the old main host, checks every page of the new one */
+    migrate_end(r.main, r.plain, true);
+    split_remigrate_cleanup(&r);
+}
+
+/*
+ * The same, cancelled midway: the old main host runs on, on its
+ * sub-host, and no kept page was trimmed there: every page of its guest
+ * checks out, those still remote paged in from the sub-host.
+ */
+static void test_split_remigrate_split_cancel(void)
+{
+    SplitRemigrate r = { .split = true };
+    int64_t deadline;
+
+    if (!split_remigrate_start(&r, false)) {
+        return;
+    }
+    /* Wait until a good part of the guest went out (at 3 MB/s) */
+    deadline = g_get_monotonic_time() + SPLIT_TIMEOUT_S * G_USEC_PER_SEC;
+    for (;;) {
+        g_autoptr(QDict) rsp = qtest_qmp_assert_success_ref(r.main,
+                                   "{ 'execute': 'query-migrate' }");
+        QDict *ram = qdict_get_qdict(rsp, "ram");
+
+        g_assert_cmpstr(qdict_get_str(rsp, "status"), !=, "completed");
+        if (ram && qdict_get_int(ram, "transferred") > 8 * 1024 * 1024) {
+            break;
+        }
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(20 * 1000);
+    }
+    g_assert_cmpint(split_source_kept(r.main, "sh0"), >, 0);
+    migrate_cancel(r.main);
+    wait_for_migration_status(r.main, "cancelled",
+                              (const char * []) { "completed", NULL });
+    wait_for_migration_status(r.plain, "failed",
+                              (const char * []) { "completed", NULL });
+    split_check_guest_runs(r.main);
+    {
+        g_autoptr(QDict) rsp = split_query_memory(r.main);
+        QDict *s = qobject_to(QDict,
+                              qlist_peek(qdict_get_qlist(rsp, "subhosts")));
+
+        g_assert_true(qdict_get_bool(s, "connected"));
+        g_assert_cmpint(qdict_get_int(rsp, "blocked-faults"), ==, 0);
+    }
+    migrate_end(r.plain, r.main, true);
+    split_remigrate_cleanup(&r);
+}
+
 void migration_test_add_split(MigrationTestEnv *env)
 {
     tmpfs = env->tmpfs;
@@ -2419,6 +2536,10 @@ void migration_test_add_split(MigrationTestEnv *env)
                        test_split_remigrate_plain);
     migration_test_add("/migration/split/remigrate-cancel",
                        test_split_remigrate_cancel);
+    migration_test_add("/migration/split/remigrate-split",
+                       test_split_remigrate_split);
+    migration_test_add("/migration/split/remigrate-split-cancel",
+                       test_split_remigrate_split_cancel);
     migration_test_add("/migration/split/memfd", test_split_memfd);
     migration_test_add("/migration/split/pager-eagain",
                        test_split_pager_eagain);
