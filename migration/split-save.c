@@ -1507,6 +1507,9 @@ static bool split_save_trim_range(SplitSave *ss, unsigned k, uint64_t first,
     return true;
 }
 
+/* How long a failed migration waits for the main host's verdict */
+#define SPLIT_VERDICT_WAIT_MS 2000
+
 /*
  * Whether the source may run the VM again after its migration failed or
  * was cancelled. Before the page map's commit was sent, the main host can
@@ -1519,7 +1522,28 @@ static bool split_save_trim_range(SplitSave *ss, unsigned k, uint64_t first,
 static bool split_save_resumable(SplitSave *ss)
 {
     MigrationState *s = migrate_get_current();
+    int64_t deadline;
 
+    if (ss->resumable < 0 && ss->completed) {
+        /*
+         * The main host sends its verdict just before it closes the
+         * stream, so the write error that failed this migration can
+         * reach the migration thread before the return-path thread has
+         * read that verdict: give it SPLIT_VERDICT_WAIT_MS. Only a
+         * migration that failed after its commit waits, and boundedly.
+         */
+        deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                   SPLIT_VERDICT_WAIT_MS;
+        while (!qatomic_read(&s->rp_state.shut_received) &&
+               qemu_clock_get_ms(QEMU_CLOCK_REALTIME) < deadline) {
+            g_usleep(1000);
+        }
+        /*
+         * QEMU's return-path thread stores shut_error right after
+         * shut_received, with no barrier between: let that store land.
+         */
+        g_usleep(10 * 1000);
+    }
     if (ss->resumable < 0) {
         ss->resumable = !ss->completed ||
                         (s->rp_state.shut_received && s->rp_state.shut_error);
