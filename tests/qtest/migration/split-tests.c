@@ -2317,6 +2317,15 @@ static void split_remigrate_cleanup(SplitRemigrate *r)
     split_test_cleanup(&r->t);
 }
 
+/* A full pass, the guest dirtied memory again, then completion */
+static void split_remigrate_complete(SplitRemigrate *r)
+{
+    migrate_wait_for_dirty_mem(r->main, r->plain);
+    migrate_ensure_converge(r->main);
+    wait_for_migration_complete(r->main);
+    wait_for_migration_complete(r->plain);
+}
+
 static void test_split_remigrate_plain(void)
 {
     SplitRemigrate r = { };
@@ -2325,11 +2334,7 @@ static void test_split_remigrate_plain(void)
     if (!split_remigrate_start(&r, true)) {
         return;
     }
-    /* A full pass, the guest dirtied memory again, then completion */
-    migrate_wait_for_dirty_mem(r.main, r.plain);
-    migrate_ensure_converge(r.main);
-    wait_for_migration_complete(r.main);
-    wait_for_migration_complete(r.plain);
+    split_remigrate_complete(&r);
 
     /* The pages that were on the sub-host were gathered from it */
     after = split_remote_page_ins(r.main, "after", &only_remote);
@@ -2429,10 +2434,7 @@ static void test_split_remigrate_split(void)
     if (!split_remigrate_start(&r, true)) {
         return;
     }
-    migrate_wait_for_dirty_mem(r.main, r.plain);
-    migrate_ensure_converge(r.main);
-    wait_for_migration_complete(r.main);
-    wait_for_migration_complete(r.plain);
+    split_remigrate_complete(&r);
 
     split_check_source_stats(&r.t, r.main);
     kept = split_source_kept(r.main, "sh0");
