@@ -310,7 +310,27 @@ static bool subhost_is_failed(FctransSubhost *sh)
     return __atomic_load_n(&sh->failed, __ATOMIC_ACQUIRE);
 }
 
-/* Stop every lane: no new requests, connections shut down. */
+/*
+ * End a lane's connection whose requests in flight are given up. A
+ * shutdown() alone still sends what the socket has queued, and TCP keeps
+ * retransmitting it to a server it cannot reach (a blackhole, for
+ * minutes), so that a write given up here could land on the export once
+ * the server is reachable again: after the trims or writes of a newer
+ * connection to the same pages. An abortive disconnect (connect() to
+ * AF_UNSPEC: a reset, the send queue dropped) leaves the server only what
+ * it received already. shutdown() then wakes libnbd, and is all that a
+ * Unix socket needs (it queues nothing on the sender's side).
+ */
+static void lane_sock_abort(int sock)
+{
+    struct sockaddr sa = { .sa_family = AF_UNSPEC };
+
+    /* Fails, harmlessly, where nothing is queued: not TCP, not connected */
+    connect(sock, &sa, sizeof(sa));
+    shutdown(sock, SHUT_RDWR);
+}
+
+/* Stop every lane: no new requests, connections ended. */
 static void subhost_shutdown_lanes(FctransSubhost *sh)
 {
     unsigned i;
@@ -322,7 +342,7 @@ static void subhost_shutdown_lanes(FctransSubhost *sh)
         lane->failed = true;
         pthread_mutex_unlock(&lane->lock);
         if (lane->sock >= 0) {
-            shutdown(lane->sock, SHUT_RDWR);
+            lane_sock_abort(lane->sock);
         }
         lane_wake(lane);
     }
@@ -968,7 +988,7 @@ void fctrans_subhost_close(FctransSubhost *sh)
         }
         pthread_mutex_unlock(&lane->lock);
         if (!idle || nbd_aio_disconnect(lane->nbd, 0) == -1) {
-            shutdown(lane->sock, SHUT_RDWR);
+            lane_sock_abort(lane->sock);
         }
         lane_wake(lane);
     }

@@ -404,16 +404,26 @@ class Lan:
         self.switch.run(["ip", "link", "set", "br0", "up"])
         self.hosts = 0
         self.ifname = {}
+        # The switch's port of each host: its egress is the host's ingress
+        self.portname = {}
 
-    def tx_bytes(self, ns):
-        """Bytes ns has sent onto the segment (its veth's tx counter)."""
+    def _dev_counter(self, ns, field):
+        """Field `field` of ns's veth line in /proc/net/dev."""
         out = subprocess.run(ns._enter(["cat", "/proc/net/dev"]), check=True,
                              stdout=subprocess.PIPE, text=True).stdout
         for line in out.splitlines():
             name, _, fields = line.partition(":")
             if name.strip() == self.ifname[ns.name]:
-                return int(fields.split()[8])
+                return int(fields.split()[field])
         raise RuntimeError(f"no {self.ifname[ns.name]} in {ns.name}")
+
+    def tx_bytes(self, ns):
+        """Bytes ns has sent onto the segment (its veth's tx counter)."""
+        return self._dev_counter(ns, 8)
+
+    def rx_bytes(self, ns):
+        """Bytes ns has received from the segment (its veth's rx counter)."""
+        return self._dev_counter(ns, 0)
 
     def attach(self, ns):
         """Connect ns to the segment; return its address."""
@@ -431,6 +441,7 @@ class Lan:
         self.switch.run(["ip", "link", "set", sw_if, "up"])
         addr = f"{self.net}.{i}"
         self.ifname[ns.name] = host_if
+        self.portname[ns.name] = sw_if
         ns.run(["ip", "addr", "add", f"{addr}/24", "dev", host_if])
         ns.run(["ip", "link", "set", host_if, "up"])
         shape(ns, host_if, self.rate, self.delay)

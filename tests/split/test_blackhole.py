@@ -27,6 +27,14 @@ every POLL_GAP_S) and the latency of every reply is measured.
      migration fails at the switchover deadline, max(5 s, 2 x
      downtime-limit) after it, no earlier and at most DEADLINE_SLACK_S
      later, with an error naming the deadline.
+  4. inbound: the sub-host receives nothing instead (its inbound packets
+     dropped at the switch), so the source's writes to it wait in the
+     source's sockets; migrate_cancel. The cleanup cannot reach the
+     sub-host and gives it up; then the blackhole is lifted. The
+     export's data (nbdinfo --map --totals, from inside the sub-host's
+     namespace) is the same STALE_QUIET_S later: no write the cancel
+     gave up lands there late, where it would overwrite the pages of a
+     later migration.
 Asserted in every case: every QMP reply of the source within
 QMP_MAX_MS, the source running again afterwards, and the guest's own
 verification of every byte on the source (memfill). The source is
@@ -45,7 +53,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import splitmem as sm  # noqa: E402
-from scenario import MIGRATION_PORT, Scenario  # noqa: E402
+from scenario import MIGRATION_PORT, VM_NAME, Scenario  # noqa: E402
 
 MiB = 1 << 20
 # Small enough that nearly all of memfill's pages go to the sub-hosts.
@@ -75,6 +83,11 @@ DEADLINE_SLACK_S = 3.0
 # The split statistics stay unchanged this long: no sub-host write is
 # being submitted any more.
 STILL_S = 0.5
+# Case 4: after the cleanup gave the sub-host up and the blackhole was
+# lifted, this long for TCP to retransmit what the source's sockets to it
+# still queued, were they not reset (backoff doubles from 200 ms: a
+# retransmission falls in any window this long within the first minute).
+STALE_QUIET_S = 20.0
 # A cleanup after a failed migration still trims the sub-hosts; the next
 # migration is refused meanwhile.
 CLEANUP_BUSY = "still drops its pages"
@@ -151,18 +164,24 @@ class Latency:
 
 
 class Blackhole:
-    """Drop every packet a sub-host's namespace sends onto the segment."""
+    """Drop every packet a sub-host's namespace sends onto the segment
+    (outbound), or every packet the segment delivers to it (inbound: at
+    the switch's port to it)."""
 
-    def __init__(self, sc, sh):
-        self.sc, self.sh = sc, sh
-        self.ifc = sc.lan.ifname[sh.ns.name]
+    def __init__(self, sc, sh, inbound=False):
+        self.sc, self.sh, self.inbound = sc, sh, inbound
+        if inbound:
+            self.ns, self.ifc = sc.lan.switch, sc.lan.portname[sh.ns.name]
+        else:
+            self.ns, self.ifc = sh.ns, sc.lan.ifname[sh.ns.name]
         self.on = False
 
     def __enter__(self):
-        self.sh.ns.run(["tc", "qdisc", "replace", "dev", self.ifc, "root",
-                        "pfifo", "limit", "0"])
+        self.ns.run(["tc", "qdisc", "replace", "dev", self.ifc, "root",
+                     "pfifo", "limit", "0"])
         self.on = True
-        sm.log(f"  {self.sh.name}: blackholed ({self.ifc})")
+        sm.log(f"  {self.sh.name}: blackholed "
+               f"({'inbound' if self.inbound else 'outbound'}, {self.ifc})")
         return self
 
     def __exit__(self, *exc):
@@ -171,8 +190,9 @@ class Blackhole:
     def lift(self):
         if not self.on:
             return
-        self.sh.ns.run(["tc", "qdisc", "del", "dev", self.ifc, "root"])
-        sm.shape(self.sh.ns, self.ifc, self.sc.lan.rate, self.sc.lan.delay)
+        self.ns.run(["tc", "qdisc", "del", "dev", self.ifc, "root"])
+        if not self.inbound:
+            sm.shape(self.ns, self.ifc, self.sc.lan.rate, self.sc.lan.delay)
         self.on = False
         sm.log(f"  {self.sh.name}: blackhole lifted")
 
@@ -342,10 +362,10 @@ def case_setup(env):
     verify_source(sc, case)
 
 
-def case_bulk(env, how):
+def start_bulk(env, sh, case):
+    """Start a migration held in its bulk phase, writing to sh; return
+    its Latency, or None (a failed check) if it is not active by then."""
     sc = env.sc
-    sh = sc.subhosts[0]
-    case = f"bulk ({how})"
     set_source(sc, env.caps + [{"capability": "pause-before-switchover",
                                 "state": False}],
                {**env.params, "downtime-limit": BULK_DOWNTIME_MS,
@@ -362,9 +382,18 @@ def case_bulk(env, how):
         check(False, f"{case}: the migration is active while pages go to "
               f"{sh.name} ({info.get('status')}: "
               f"{info.get('error-desc', '')})")
+        return None
+    sm.log(f"  pages written so far: {sub_pages(info)}")
+    return lat
+
+
+def case_bulk(env, how):
+    sc = env.sc
+    sh = sc.subhosts[0]
+    case = f"bulk ({how})"
+    lat = start_bulk(env, sh, case)
+    if not lat:
         return
-    before = sub_pages(info)
-    sm.log(f"  pages written so far: {before}")
     with concurrent.futures.ThreadPoolExecutor(1) as pool, \
             Blackhole(sc, sh):
         lat.phase = f"{sh.name} silent"
@@ -393,6 +422,75 @@ def case_bulk(env, how):
               f"{case}: '{want}' within {END_WITHIN_S:.0f} s of the {how} "
               f"({status}, {dt:.2f} s; {info.get('error-desc', '')})")
         check_running(sc, lat, case)
+    lat.report(case)
+    verify_source(sc, case)
+
+
+def export_data_bytes(sc, sh):
+    """Bytes of data that sh's export holds (nbdinfo --map --totals, run
+    inside sh's namespace, so that no blackhole is in its way)."""
+    psk = os.path.join(sc.psk_dir, "keys.psk")
+    # The user part is the PSK identity
+    uri = (f"nbds://{VM_NAME}@127.0.0.1:{sh.PORT}/{VM_NAME}"
+           f"?tls-psk-file={psk}")
+    out = sh.ns.run(["nbdinfo", "--map", "--totals", uri],
+                    stdout=subprocess.PIPE, text=True).stdout
+    data = 0
+    for line in out.splitlines():
+        f = line.split()
+        # "<bytes> <percent>% <type> <description>"; type bit 0: a hole
+        if len(f) >= 3 and f[0].isdigit() and not int(f[2]) & 1:
+            data += int(f[0])
+    return data
+
+
+def case_inbound(env):
+    sc = env.sc
+    sh = sc.subhosts[0]
+    case = "inbound"
+    lat = start_bulk(env, sh, case)
+    if not lat:
+        return
+    with Blackhole(sc, sh, inbound=True):
+        lat.phase = f"{sh.name} receives nothing"
+        seen = lat.poll(POLL_S, until=lambda st, info:
+                        info.get("status") != "active")
+        states = sorted({info.get("status") for _, _, info in seen})
+        check(states == ["active"], f"{case}: the migration stays active "
+              f"for {POLL_S:.0f} s while {sh.name} receives nothing "
+              f"({states})")
+        check_blackhole(sh, probe(sc, sh))
+        t_c = time.monotonic()
+        lat.cmd("migrate_cancel")
+        status, dt, info = wait_end(lat, t_c, 15)
+        lat.phase = "ended"
+        figure(f"{case}: cancel -> {status} in {dt * 1000:.0f} ms")
+        check(status == "cancelled" and dt <= END_WITHIN_S,
+              f"{case}: 'cancelled' within {END_WITHIN_S:.0f} s of the "
+              f"cancel ({status}, {dt:.2f} s)")
+        check_running(sc, lat, case)
+        # Its cleanup cannot reach the sub-host, and gives it up
+        gave_up = f"sub-host '{sh.name}' is not connected"
+        try:
+            sm.wait_for(lambda: gave_up in sc.src.stderr_text(),
+                        CLEANUP_WITHIN_S, "the cleanup to give the "
+                        "sub-host up")
+        except TimeoutError:
+            check(False, f"{case}: the cleanup gave {sh.name} up "
+                  f"({gave_up!r} on the source's stderr)")
+            return
+        # Nothing reaches the sub-host while blackholed: measured now
+        held = export_data_bytes(sc, sh)
+        rx0 = sc.lan.rx_bytes(sh.ns)
+    time.sleep(STALE_QUIET_S)
+    rx = sc.lan.rx_bytes(sh.ns) - rx0
+    after = export_data_bytes(sc, sh)
+    figure(f"{case}: {sh.name}'s export held {held} bytes of data, "
+           f"{after} bytes {STALE_QUIET_S:.0f} s after it could receive "
+           f"again; it received {rx} bytes meanwhile")
+    check(after == held, f"{case}: not one write that the cancel gave up "
+          f"reaches {sh.name}'s export once it can receive again ({held} "
+          f"bytes of data before, {after} after {STALE_QUIET_S:.0f} s)")
     lat.report(case)
     verify_source(sc, case)
 
@@ -470,6 +568,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="the make check size (smaller guest)")
+    ap.add_argument("--case", action="append", dest="cases",
+                    choices=["1", "2a", "2b", "3", "4"],
+                    help="run this case (repeatable; default: all, in "
+                    "order)")
     args = ap.parse_args()
     mem, fill = (512, 96) if args.quick else (2048, 1024)
     t_start = time.monotonic()
@@ -485,15 +587,19 @@ def main():
     _, name, ms, _ = idle.worst()
     figure(f"idle source, no migration: max QMP latency {ms:.1f} ms "
            f"({name}) over {len(idle.samples)} replies")
+    cases = {"1": ("a sub-host silent during setup", case_setup),
+             "2a": ("a sub-host silent in the bulk phase, yank",
+                    lambda e: case_bulk(e, "yank")),
+             "2b": ("a sub-host silent in the bulk phase, cancel",
+                    lambda e: case_bulk(e, "cancel")),
+             "3": ("a sub-host silent at the switchover", case_completion),
+             "4": ("a sub-host that receives nothing, cancel",
+                   case_inbound)}
     try:
-        sm.log("case 1: a sub-host silent during setup")
-        case_setup(env)
-        sm.log("case 2a: a sub-host silent in the bulk phase, yank")
-        case_bulk(env, "yank")
-        sm.log("case 2b: a sub-host silent in the bulk phase, cancel")
-        case_bulk(env, "cancel")
-        sm.log("case 3: a sub-host silent at the switchover")
-        case_completion(env)
+        for name in args.cases or cases:
+            what, fn = cases[name]
+            sm.log(f"case {name}: {what}")
+            fn(env)
     except (TimeoutError, sm.QMPError) as exc:
         check(False, "the test could not go on: "
               + str(exc).splitlines()[0])
