@@ -1510,6 +1510,42 @@ static bool split_save_trim_range(SplitSave *ss, unsigned k, uint64_t first,
 /* How long a failed migration waits for the main host's verdict */
 #define SPLIT_VERDICT_WAIT_MS 2000
 
+/* Whether no verdict can come any more: the return path failed or is gone */
+static bool split_save_rp_broken(MigrationState *s)
+{
+    WITH_QEMU_LOCK_GUARD(&s->qemu_file_lock) {
+        return !s->rp_state.from_dst_file ||
+               qemu_file_get_error(s->rp_state.from_dst_file);
+    }
+    return true;
+}
+
+void split_save_await_verdict(void)
+{
+    SplitSave *ss = split_save;
+    MigrationState *s = migrate_get_current();
+    int64_t deadline;
+
+    /*
+     * The main host sends its verdict just before it closes the stream,
+     * so the write error that failed this migration can reach the
+     * migration thread before the return-path thread has read that
+     * verdict: give it SPLIT_VERDICT_WAIT_MS, without the BQL. Only a
+     * migration that failed after its commit waits. The migration thread
+     * alone frees @ss, and it is the caller.
+     */
+    if (!ss || !ss->completed ||
+        s->state == MIGRATION_STATUS_COMPLETED) {
+        return;
+    }
+    deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + SPLIT_VERDICT_WAIT_MS;
+    while (!qatomic_load_acquire(&s->rp_state.shut_received) &&
+           !split_save_rp_broken(s) &&
+           qemu_clock_get_ms(QEMU_CLOCK_REALTIME) < deadline) {
+        g_usleep(1000);
+    }
+}
+
 /*
  * Whether the source may run the VM again after its migration failed or
  * was cancelled. Before the page map's commit was sent, the main host can
@@ -1522,31 +1558,12 @@ static bool split_save_trim_range(SplitSave *ss, unsigned k, uint64_t first,
 static bool split_save_resumable(SplitSave *ss)
 {
     MigrationState *s = migrate_get_current();
-    int64_t deadline;
 
-    if (ss->resumable < 0 && ss->completed) {
-        /*
-         * The main host sends its verdict just before it closes the
-         * stream, so the write error that failed this migration can
-         * reach the migration thread before the return-path thread has
-         * read that verdict: give it SPLIT_VERDICT_WAIT_MS. Only a
-         * migration that failed after its commit waits, and boundedly.
-         */
-        deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
-                   SPLIT_VERDICT_WAIT_MS;
-        while (!qatomic_read(&s->rp_state.shut_received) &&
-               qemu_clock_get_ms(QEMU_CLOCK_REALTIME) < deadline) {
-            g_usleep(1000);
-        }
-        /*
-         * QEMU's return-path thread stores shut_error right after
-         * shut_received, with no barrier between: let that store land.
-         */
-        g_usleep(10 * 1000);
-    }
     if (ss->resumable < 0) {
+        /* Acquire: shut_error was stored before shut_received */
         ss->resumable = !ss->completed ||
-                        (s->rp_state.shut_received && s->rp_state.shut_error);
+                        (qatomic_load_acquire(&s->rp_state.shut_received) &&
+                         s->rp_state.shut_error);
     }
     return ss->resumable;
 }
@@ -1569,6 +1586,31 @@ bool split_save_may_resume(void)
 }
 
 /*
+ * A migration that failed after its commit, and that the source does not
+ * survive: once the main host said that it runs the VM, the exports that
+ * this VM's pager used are the main host's, as after a completion. With
+ * no verdict they stay handed over as during the migration (the pager
+ * accepts both records, trims nothing there), so that a 'cont' that is
+ * right to run the VM here still finds every page.
+ */
+static void split_save_hand_over(SplitSave *ss)
+{
+    MigrationState *s = migrate_get_current();
+    unsigned k;
+
+    if (!qatomic_load_acquire(&s->rp_state.shut_received) ||
+        s->rp_state.shut_error) {
+        return;
+    }
+    for (k = 0; k < ss->nsubhosts; k++) {
+        if (ss->sub[k].pager_k >= 0) {
+            split_pager_handover_end(ss->sub[k].pager_k, true, false);
+            ss->sub[k].pager_k = -1;
+        }
+    }
+}
+
+/*
  * After a failed or cancelled migration that the source survives: drop
  * what this migration placed on the sub-hosts, page by page from the map
  * (never the whole export: it may hold other data), then its identity
@@ -1580,6 +1622,7 @@ static void split_save_trim_placed(SplitSave *ss)
     unsigned k;
 
     if (!split_save_resumable(ss)) {
+        split_save_hand_over(ss);
         return;     /* the main host may run the VM on these pages */
     }
     for (k = 0; k < ss->nsubhosts; k++) {
@@ -1791,16 +1834,55 @@ void split_populate_migration_info(MigrationInfo *info)
 }
 
 /*
+ * Share of downtime-limit kept for what follows the data of the last pass
+ * and that QEMU's estimate leaves out: the device state and its load on
+ * the main host, and the main host's verdict, which a split migration
+ * waits for (return-path) and so counts in its downtime.
+ */
+#define SPLIT_TAIL_RESERVE_PCT 10
+
+/*
+ * The switchover's cost beyond its data, in bytes at the rate the
+ * switchover threshold assumes: the flush of every sub-host (in
+ * parallel), the main host's identity check and record write on each
+ * sub-host (one after the other), each a round trip as long as the
+ * slowest sub-host's median so far, and SPLIT_TAIL_RESERVE_PCT of
+ * downtime-limit.
+ */
+static uint64_t split_save_tail_bytes(SplitSave *ss)
+{
+    MigrationState *s = migrate_get_current();
+    uint64_t limit_us = migrate_downtime_limit() * 1000;
+    uint64_t rtt_ns = 0, tail_us;
+    FctransSubhostStats st;
+    unsigned k;
+
+    if (!limit_us || limit_us > UINT32_MAX || !s->threshold_size) {
+        return 0;   /* no bandwidth measured yet */
+    }
+    for (k = 0; k < ss->nsubhosts; k++) {
+        fctrans_subhost_get_stats(ss->sub[k].sh, &st);
+        rtt_ns = MAX(rtt_ns, st.op[FCTRANS_SUBHOST_OP_READ].lat_p50_ns);
+        rtt_ns = MAX(rtt_ns, st.op[FCTRANS_SUBHOST_OP_FLUSH].lat_p50_ns);
+    }
+    tail_us = rtt_ns / 1000 * (1 + 2 * ss->nsubhosts) +
+              limit_us * SPLIT_TAIL_RESERVE_PCT / 100;
+    /* threshold_size is what the link moves in downtime-limit */
+    return muldiv64(s->threshold_size, MIN(tail_us, limit_us), limit_us);
+}
+
+/*
  * What the switchover still has to move besides the dirty RAM that ram
  * counts: the map's changes and the sub-host writes batched or in flight,
- * which completion drains before it commits the map. With this in the
- * pending total, QEMU switches over only when it fits downtime-limit.
+ * which completion drains before it commits the map, and the
+ * switchover's own cost. With this in the pending total, QEMU switches
+ * over only when it fits downtime-limit.
  */
 static void split_save_pending(void *opaque, uint64_t *must_precopy,
                                uint64_t *can_postcopy)
 {
     SplitSave *ss = split_save;
-    uint64_t bytes;
+    uint64_t bytes, tail;
     unsigned k;
 
     if (!ss) {
@@ -1814,7 +1896,9 @@ static void split_save_pending(void *opaque, uint64_t *must_precopy,
         bytes += (uint64_t)qatomic_read(&ss->sub[k].wb_npages) *
                  ss->page_size;
     }
-    trace_split_save_pending(bytes);
+    tail = split_save_tail_bytes(ss);
+    trace_split_save_pending(bytes, tail);
+    bytes += tail;
     *must_precopy += bytes;
 }
 
