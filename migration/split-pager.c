@@ -232,10 +232,15 @@ typedef struct SplitRecon {
      * An outgoing split migration uses this export (re-migration): @next
      * is its record, which a reconnect accepts too; @keep: its map may
      * keep pages there, so discards are not trimmed there. Discard trims
-     * in flight, counted in @trims, complete before @keep is set.
+     * in flight, counted in @trims, complete before @keep is set. @stale
+     * is an earlier outgoing migration's record that could not be undone:
+     * it stays on the export until @next's write lands, so it stays
+     * accepted as long as @next is.
      */
     FctransExportId next;
     bool has_next;
+    FctransExportId stale;
+    bool has_stale;
     bool keep;
     unsigned trims;
 } SplitRecon;
@@ -865,6 +870,11 @@ static bool split_recon_reissue(SplitRecon *r, unsigned *sent)
     bool done;
 
     WITH_QEMU_LOCK_GUARD(&r->lock) {
+        if (qatomic_read(&pg->si->sub[r->k].handed_over)) {
+            /* The new main host owns those pages: they stay parked */
+            *sent = 0;
+            return false;
+        }
         list = r->parked;
         r->parked = NULL;
         for (l = list; l; l = l->next) {
@@ -911,10 +921,47 @@ static bool split_recon_reissue(SplitRecon *r, unsigned *sent)
  * deadline). split_export_id_verify() cannot tell the last two apart: a
  * failed read and a corrupt record are both -1 of split_export_id_read().
  */
-static int split_recon_verify(SplitPagerSubhost *sub,
-                              const FctransExportId *want,
-                              const FctransExportId *next, Error **errp)
+/* The records a reconnect of @r accepts besides the pager's own. */
+typedef struct SplitReconAccepts {
+    FctransExportId rec[2];
+    unsigned n;
+} SplitReconAccepts;
+
+/* With r->lock held */
+static void split_recon_accepts(SplitRecon *r, SplitReconAccepts *a)
 {
+    a->n = 0;
+    if (r->has_next) {
+        a->rec[a->n++] = r->next;
+        if (r->has_stale) {
+            a->rec[a->n++] = r->stale;
+        }
+    }
+}
+
+static bool split_recon_accepted(const SplitReconAccepts *a,
+                                 const FctransExportId *found)
+{
+    unsigned i;
+
+    for (i = 0; i < a->n; i++) {
+        if (fctrans_export_id_match(&a->rec[i], found, NULL)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Whether the export holds this pager's record (@want) or an outgoing
+ * migration's: those of @before, taken before the reconnect, or the ones
+ * @r accepts now (a handover may begin or end while the record is read).
+ */
+static int split_recon_verify(SplitRecon *r, SplitPagerSubhost *sub,
+                              const FctransExportId *want,
+                              const SplitReconAccepts *before, Error **errp)
+{
+    SplitReconAccepts now;
     g_autofree uint8_t *buf = g_malloc(FCTRANS_EXPORT_ID_SIZE);
     g_autoptr(GError) gerr = NULL;
     FctransExportId found;
@@ -933,9 +980,13 @@ static int split_recon_verify(SplitPagerSubhost *sub,
                    sub->uri, gerr->message);
         return 0;
     }
-    /* An outgoing migration's record holds the same pages (@next) */
+    WITH_QEMU_LOCK_GUARD(&r->lock) {
+        split_recon_accepts(r, &now);
+    }
+    /* An outgoing migration's record holds the same pages */
     if (!fctrans_export_id_match(want, &found, &gerr) &&
-        (!next || !fctrans_export_id_match(next, &found, NULL))) {
+        !split_recon_accepted(before, &found) &&
+        !split_recon_accepted(&now, &found)) {
         error_setg(errp, "split-memory: sub-host '%s' (%s): %s", sub->id,
                    sub->uri, gerr->message);
         return 0;
@@ -982,8 +1033,7 @@ static void *split_recon_thread(void *opaque)
         unsigned sent;
         bool connected;
         int verified = -1;
-        FctransExportId next;
-        bool has_next;
+        SplitReconAccepts before;
 
         attempts++;
         /* Sticky: a reconnect may succeed and its record read fail */
@@ -996,13 +1046,11 @@ static void *split_recon_thread(void *opaque)
         WITH_QEMU_LOCK_GUARD(&r->lock) {
             r->attempting = true;
             r->unverified = true;
-            next = r->next;
-            has_next = r->has_next;
+            split_recon_accepts(r, &before);
         }
         connected = fctrans_subhost_reconnect(sub->sh, &gerr);
         if (connected) {
-            verified = split_recon_verify(sub, &want,
-                                          has_next ? &next : NULL, &err);
+            verified = split_recon_verify(r, sub, &want, &before, &err);
         }
         WITH_QEMU_LOCK_GUARD(&r->lock) {
             r->attempting = false;
@@ -1443,7 +1491,17 @@ static void split_pager_fault(SplitPager *pg, uint64_t addr)
      */
     r = &pg->recon[pi->k];
     qemu_mutex_lock(&r->lock);
-    if (!r->unverified) {
+    if (qatomic_read(&pg->si->sub[pi->k].handed_over)) {
+        /*
+         * Handed over since its claim (handover_end() sets it under this
+         * lock): never read. It waits, parked, for a reconnect that never
+         * sends it; the VM stops.
+         */
+        r->parked = g_slist_prepend(r->parked, pi);
+        parked = true;
+        qatomic_inc(&pg->handed_over_faults);
+        split_pager_request_stop(pg);
+    } else if (!r->unverified) {
         sent = fctrans_subhost_read(pg->si->sub[pi->k].sh, g * pg->page_size,
                                     (uint64_t)pl.npages * pg->page_size,
                                     pi->pl.buf, FCTRANS_SUBHOST_REQ_URGENT,
@@ -1851,6 +1909,22 @@ bool split_memory_active(void)
     return qatomic_read(&split_pager) != NULL;
 }
 
+bool split_memory_may_run(Error **errp)
+{
+    SplitPager *pg = qatomic_read(&split_pager);
+    unsigned k;
+
+    for (k = 0; pg && k < pg->si->nsubhosts; k++) {
+        if (qatomic_read(&pg->si->sub[k].handed_over)) {
+            error_setg(errp, "split-memory: this VM migrated to another main "
+                       "host, which now owns its pages on sub-host '%s': it "
+                       "cannot run here any more", pg->si->sub[k].id);
+            return false;
+        }
+    }
+    return true;
+}
+
 bool split_pager_may_run(SplitPager *pg, Error **errp)
 {
     if (qatomic_cmpxchg(&pg->load_state, SPLIT_LOAD_LOADING,
@@ -1922,10 +1996,12 @@ int split_pager_export_owner(const FctransExportId *found,
         }
         /* Or an earlier outgoing migration's, which could not be undone */
         WITH_QEMU_LOCK_GUARD(&r->lock) {
+            SplitReconAccepts a;
+
+            split_recon_accepts(r, &a);
             mine = found->state == FCTRANS_EXPORT_ID_RUNNING ?
                    fctrans_export_id_match(&sub->export_id, found, NULL) :
-                   r->has_next &&
-                   fctrans_export_id_match(&r->next, found, NULL);
+                   split_recon_accepted(&a, found);
         }
         if (mine) {
             *own = sub->export_id;
@@ -1940,7 +2016,14 @@ void split_pager_handover_begin(unsigned j, const FctransExportId *next)
     SplitPager *pg = qatomic_read(&split_pager);
     SplitRecon *r = &pg->recon[j];
 
+    g_autoptr(GError) gerr = NULL;
+
     WITH_QEMU_LOCK_GUARD(&r->lock) {
+        if (r->has_next) {
+            /* Left by an earlier attempt: on the export until @next lands */
+            r->stale = r->next;
+            r->has_stale = true;
+        }
         r->next = *next;
         r->has_next = true;
         r->keep = true;
@@ -1948,6 +2031,15 @@ void split_pager_handover_begin(unsigned j, const FctransExportId *next)
         while (r->trims) {
             qemu_cond_wait(&r->cond, &r->lock);
         }
+    }
+    /*
+     * The answered trims are visible to the outgoing migration's
+     * connections only once flushed. One that cannot be is harmless: a
+     * page it was for is unused in the outgoing map (discarded), so that
+     * map never reads it.
+     */
+    if (!fctrans_subhost_flush_sync(pg->si->sub[j].sh, &gerr)) {
+        trace_split_pager_trim_failed(gerr->message);
     }
     trace_split_pager_handover(pg->si->sub[j].id, "begin");
 }
@@ -1963,6 +2055,7 @@ void split_pager_handover_end(unsigned j, bool done, bool next_stays)
         }
         r->keep = false;
         r->has_next = next_stays;
+        r->has_stale = r->has_stale && next_stays;
     }
     trace_split_pager_handover(pg->si->sub[j].id, done ? "handed over" :
                                next_stays ? "kept, its record not restored" :
@@ -2075,6 +2168,23 @@ typedef struct SplitTrimRun {
     uint64_t first, n;
 } SplitTrimRun;
 
+/* Whether an outgoing migration may keep pages of @trims where they are */
+static bool split_discard_kept(SplitPager *pg, GArray *trims)
+{
+    unsigned i;
+
+    for (i = 0; i < trims->len; i++) {
+        SplitRecon *r = &pg->recon[g_array_index(trims, SplitTrimRun, i).k];
+
+        WITH_QEMU_LOCK_GUARD(&r->lock) {
+            if (r->keep) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 int split_ram_discard(RAMBlock *rb, ram_addr_t offset, size_t length)
 {
     SplitPager *pg = qatomic_read(&split_pager);
@@ -2142,6 +2252,14 @@ int split_ram_discard(RAMBlock *rb, ram_addr_t offset, size_t length)
     ret = ram_block_discard_range(rb, offset, length);
     if (run.n) {
         g_array_append_val(trims, run);
+    }
+    if (split_discard_kept(pg, trims)) {
+        /*
+         * An outgoing migration may keep these pages on their sub-host,
+         * unread; it must see them again, now unused, or the new main
+         * host would read their old contents there.
+         */
+        memory_region_set_dirty(rb->mr, offset, length);
     }
     for (i = 0; i < trims->len; i++) {
         SplitTrimRun *t = &g_array_index(trims, SplitTrimRun, i);

@@ -44,6 +44,13 @@ void split_mig_init(void);
 int split_save_target_page(RAMBlock *rb, ram_addr_t offset);
 
 /*
+ * Source, before the BQL is taken to end a split migration: a migration
+ * that failed after its commit waits, boundedly, for the main host's
+ * verdict on the return path (see split_save_may_resume()).
+ */
+void split_save_await_verdict(void);
+
+/*
  * Source, after a failed or cancelled split migration: false when the main
  * host took the VM over (it claimed every sub-host's export), so that the
  * source must not run it too.

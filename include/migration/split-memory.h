@@ -18,6 +18,13 @@
 bool split_memory_active(void);
 
 /*
+ * Whether this VM may run here: false, with @errp set, once a split
+ * migration of this split-memory VM onto the same sub-hosts handed its
+ * pages there over to the new main host ('cont' checks this).
+ */
+bool split_memory_may_run(Error **errp);
+
+/*
  * Discard @length bytes at @offset of @rb, which the guest gave up
  * (balloon inflation, free page reporting): ram_block_discard_range(),
  * and on a split main host, pages there that are still on a sub-host

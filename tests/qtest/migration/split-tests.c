@@ -2421,6 +2421,27 @@ static int64_t split_source_kept(QTestState *from, const char *id)
 }
 
 /*
+ * The old main host @who of a completed re-migration refuses to run its
+ * VM: sub-host @id's pages are the new main host's. (Its disk's lock
+ * would refuse too, later: the refusal names the real reason.)
+ */
+static void split_check_handed_over(QTestState *who, const char *id)
+{
+    g_autoptr(QDict) rsp = qtest_qmp(who, "{ 'execute': 'cont' }");
+    g_autofree char *want = g_strdup_printf("owns its pages on sub-host "
+                                            "'%s'", id);
+    g_autofree char *status = NULL;
+    const char *desc;
+
+    g_assert_true(qdict_haskey(rsp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
+    g_test_message("cont on the old main host: %s", desc);
+    g_assert_nonnull(strstr(desc, want));
+    status = split_status(who);
+    g_assert_cmpstr(status, ==, "postmigrate");
+}
+
+/*
  * A split-memory VM split-migrated again, onto a new main host with the
  * same sub-host: the pages whose only copy is there stay, neither paged
  * in on the old main host nor sent; the new main host pages them in from
@@ -2446,6 +2467,7 @@ static void test_split_remigrate_split(void)
     g_assert_cmpint(kept, <=, r.only_remote_before);
     /* Not gathered, unlike remigrate-plain */
     g_assert_cmpint(after - r.page_ins_before, <, r.only_remote_before);
+    split_check_handed_over(r.main, "sh0");
 
     wait_for_serial("dest_serial");
     split_check_guest_runs(r.plain);
