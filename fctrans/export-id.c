@@ -16,6 +16,7 @@
  * with stray bytes rather than guess what a newer writer meant.
  */
 #include "export-id.h"
+#include "byteorder.h"
 
 #include <errno.h>
 #include <string.h>
@@ -31,31 +32,6 @@
 #define EXPORT_ID_SUBHOSTS_MAX  1024
 
 static const char prefix[] = "export identity: ";
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = v >> 24;
-    p[1] = v >> 16;
-    p[2] = v >> 8;
-    p[3] = v;
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    put_be32(p, v >> 32);
-    put_be32(p + 4, v);
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-           (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
-}
 
 static void export_id_sum(const uint8_t *buf, uint8_t sum[32])
 {
@@ -101,13 +77,13 @@ void fctrans_export_id_encode(const FctransExportId *id,
 
     memset(buf, 0, FCTRANS_EXPORT_ID_SIZE);
     memcpy(buf, EXPORT_ID_MAGIC, sizeof(EXPORT_ID_MAGIC));
-    put_be32(buf + 16, EXPORT_ID_VERSION);
-    put_be32(buf + 20, id->state);
-    put_be32(buf + 24, id->page_size);
-    put_be32(buf + 28, id->subhost_index);
-    put_be32(buf + 32, id->nsubhosts);
-    put_be64(buf + 40, id->npages);
-    put_be64(buf + 48, id->written_s);
+    fctrans_put_be32(buf + 16, EXPORT_ID_VERSION);
+    fctrans_put_be32(buf + 20, id->state);
+    fctrans_put_be32(buf + 24, id->page_size);
+    fctrans_put_be32(buf + 28, id->subhost_index);
+    fctrans_put_be32(buf + 32, id->nsubhosts);
+    fctrans_put_be64(buf + 40, id->npages);
+    fctrans_put_be64(buf + 48, id->written_s);
     memcpy(buf + 56, id->vm_uuid, FCTRANS_EXPORT_ID_UUID_LEN);
     memcpy(buf + 72, id->migration_id, FCTRANS_EXPORT_ID_UUID_LEN);
     memcpy(buf + 88, id->nonce, FCTRANS_EXPORT_ID_UUID_LEN);
@@ -133,8 +109,9 @@ bool fctrans_export_id_decode(const uint8_t buf[FCTRANS_EXPORT_ID_SIZE],
 {
     uint8_t sum[32];
     uint32_t version, state;
-    uint32_t page_size = get_be32(buf + 24), index = get_be32(buf + 28);
-    uint32_t nsubhosts = get_be32(buf + 32);
+    uint32_t page_size = fctrans_get_be32(buf + 24);
+    uint32_t index = fctrans_get_be32(buf + 28);
+    uint32_t nsubhosts = fctrans_get_be32(buf + 32);
     size_t len, i;
 
     memset(id, 0, sizeof(*id));
@@ -154,18 +131,19 @@ bool fctrans_export_id_decode(const uint8_t buf[FCTRANS_EXPORT_ID_SIZE],
         return fctrans_fail(errp, FCTRANS_ERROR_INVALID, prefix,
                             "the record is corrupt (checksum mismatch)");
     }
-    version = get_be32(buf + 16);
+    version = fctrans_get_be32(buf + 16);
     if (version != EXPORT_ID_VERSION) {
         return fctrans_fail(errp, FCTRANS_ERROR_INVALID, prefix,
                             "record version %u is not supported (this "
                             "host reads version %u)", version,
                             EXPORT_ID_VERSION);
     }
-    state = get_be32(buf + 20);
+    state = fctrans_get_be32(buf + 20);
     len = buf[EXPORT_ID_NAME_OFF];
     if ((state != FCTRANS_EXPORT_ID_MIGRATING &&
          state != FCTRANS_EXPORT_ID_RUNNING) ||
-        get_be32(buf + 36) || len == 0 || len > FCTRANS_EXPORT_ID_NAME_MAX ||
+        fctrans_get_be32(buf + 36) || len == 0 ||
+        len > FCTRANS_EXPORT_ID_NAME_MAX ||
         memchr(buf + EXPORT_ID_NAME_OFF + 1, 0, len) ||
         !all_zero(buf + EXPORT_ID_NAME_OFF + 1 + len,
                   EXPORT_ID_SUM_OFF - EXPORT_ID_NAME_OFF - 1 - len)) {
@@ -188,11 +166,11 @@ bool fctrans_export_id_decode(const uint8_t buf[FCTRANS_EXPORT_ID_SIZE],
                             "the record holds invalid fields");
     }
     id->state = state;
-    id->page_size = get_be32(buf + 24);
-    id->subhost_index = get_be32(buf + 28);
-    id->nsubhosts = get_be32(buf + 32);
-    id->npages = get_be64(buf + 40);
-    id->written_s = get_be64(buf + 48);
+    id->page_size = fctrans_get_be32(buf + 24);
+    id->subhost_index = fctrans_get_be32(buf + 28);
+    id->nsubhosts = fctrans_get_be32(buf + 32);
+    id->npages = fctrans_get_be64(buf + 40);
+    id->written_s = fctrans_get_be64(buf + 48);
     memcpy(id->vm_uuid, buf + 56, FCTRANS_EXPORT_ID_UUID_LEN);
     memcpy(id->migration_id, buf + 72, FCTRANS_EXPORT_ID_UUID_LEN);
     memcpy(id->nonce, buf + 88, FCTRANS_EXPORT_ID_UUID_LEN);

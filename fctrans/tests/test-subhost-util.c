@@ -5,6 +5,7 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include "test-subhost-util.h"
+#include "byteorder.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -529,44 +530,15 @@ static bool fd_write_all(int fd, const void *buf, size_t len)
     return true;
 }
 
-static void put_be16(uint8_t *p, uint16_t v)
-{
-    p[0] = v >> 8;
-    p[1] = v;
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    put_be16(p, v >> 16);
-    put_be16(p + 2, v);
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    put_be32(p, v >> 32);
-    put_be32(p + 4, v);
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-           (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
-}
-
 static bool fake_opt_reply(int fd, uint32_t opt, uint32_t type,
                            const void *data, uint32_t len)
 {
     uint8_t h[20];
 
-    put_be64(h, NBD_MAGIC_OPT_REP);
-    put_be32(h + 8, opt);
-    put_be32(h + 12, type);
-    put_be32(h + 16, len);
+    fctrans_put_be64(h, NBD_MAGIC_OPT_REP);
+    fctrans_put_be32(h + 8, opt);
+    fctrans_put_be32(h + 12, type);
+    fctrans_put_be32(h + 16, len);
     return fd_write_all(fd, h, sizeof(h)) &&
            (!len || fd_write_all(fd, data, len));
 }
@@ -577,9 +549,9 @@ static bool fake_handshake(SubhostFakeServer *f, int fd)
     uint8_t h[18];
     uint8_t cflags[4];
 
-    put_be64(h, NBD_MAGIC_INIT);
-    put_be64(h + 8, NBD_MAGIC_OPT);
-    put_be16(h + 16, 3);        /* FIXED_NEWSTYLE | NO_ZEROES */
+    fctrans_put_be64(h, NBD_MAGIC_INIT);
+    fctrans_put_be64(h + 8, NBD_MAGIC_OPT);
+    fctrans_put_be16(h + 16, 3);        /* FIXED_NEWSTYLE | NO_ZEROES */
     if (!fd_write_all(fd, h, sizeof(h)) ||
         !fd_read_all(fd, cflags, sizeof(cflags))) {
         return false;
@@ -590,11 +562,11 @@ static bool fake_handshake(SubhostFakeServer *f, int fd)
         uint32_t opt, len;
 
         if (!fd_read_all(fd, oh, sizeof(oh)) ||
-            get_be64(oh) != NBD_MAGIC_OPT) {
+            fctrans_get_be64(oh) != NBD_MAGIC_OPT) {
             return false;
         }
-        opt = get_be32(oh + 8);
-        len = get_be32(oh + 12);
+        opt = fctrans_get_be32(oh + 8);
+        len = fctrans_get_be32(oh + 12);
         if (len > 65536) {
             return false;
         }
@@ -608,9 +580,9 @@ static bool fake_handshake(SubhostFakeServer *f, int fd)
         if (opt == NBD_OPT_GO) {
             uint8_t info[12];
 
-            put_be16(info, 0);  /* NBD_INFO_EXPORT */
-            put_be64(info + 2, f->size);
-            put_be16(info + 10, f->tx_flags);
+            fctrans_put_be16(info, 0);  /* NBD_INFO_EXPORT */
+            fctrans_put_be64(info + 2, f->size);
+            fctrans_put_be16(info + 10, f->tx_flags);
             return fake_opt_reply(fd, opt, NBD_REP_INFO, info,
                                   sizeof(info)) &&
                    fake_opt_reply(fd, opt, NBD_REP_ACK, NULL, 0);
@@ -630,11 +602,11 @@ static void fake_serve(SubhostFakeServer *f, int fd)
         uint32_t type, len;
 
         if (!fd_read_all(fd, rq, sizeof(rq)) ||
-            get_be32(rq) != NBD_MAGIC_REQ) {
+            fctrans_get_be32(rq) != NBD_MAGIC_REQ) {
             return;
         }
-        type = get_be32(rq + 4) & 0xffff;
-        len = get_be32(rq + 24);
+        type = fctrans_get_be32(rq + 4) & 0xffff;
+        len = fctrans_get_be32(rq + 24);
         if (type == NBD_CMD_DISC || len > (32u << 20)) {
             return;
         }
@@ -645,8 +617,8 @@ static void fake_serve(SubhostFakeServer *f, int fd)
             /* Counted before the reply: the client sees it once done */
             __atomic_add_fetch(&f->flushes, 1, __ATOMIC_SEQ_CST);
         }
-        put_be32(rp, NBD_MAGIC_REP);
-        put_be32(rp + 4, 0);
+        fctrans_put_be32(rp, NBD_MAGIC_REP);
+        fctrans_put_be32(rp + 4, 0);
         memcpy(rp + 8, rq + 8, 8);      /* the handle */
         if (!fd_write_all(fd, rp, sizeof(rp))) {
             return;
