@@ -264,6 +264,17 @@ def sub_pages(info):
             for d in info.get("split", {}).get("destinations", [])}
 
 
+def stays(lat, status, case, why):
+    """Poll for POLL_S: the migration stays in status meanwhile. Returns
+    what the polls saw."""
+    seen = lat.poll(POLL_S, until=lambda st, info:
+                    info.get("status") != status)
+    states = sorted({info.get("status") for _, _, info in seen})
+    check(states == [status], f"{case}: the migration stays '{status}' for "
+          f"{POLL_S:.0f} s {why} ({states}, {len(seen)} polls)")
+    return seen
+
+
 def wait_end(lat, t0, timeout):
     """Poll until the migration ends; return (status, seconds since t0,
     its last query-migrate)."""
@@ -341,12 +352,7 @@ def case_setup(env):
         lat.phase = f"{sh.name} silent"
         t_mig = time.monotonic()
         migrate(sc, lat)
-        seen = lat.poll(POLL_S, until=lambda st, info:
-                        info.get("status") != "setup")
-        states = sorted({info.get("status") for _, _, info in seen})
-        check(states == ["setup"], f"{case}: the migration stays in "
-              f"'setup' for {POLL_S:.0f} s ({states}, "
-              f"{len(seen)} polls)")
+        stays(lat, "setup", case, f"with {sh.name} silent")
         t_c = time.monotonic()
         lat.cmd("migrate_cancel")
         status, dt, info = wait_end(lat, t_c, 15)
@@ -398,11 +404,7 @@ def case_bulk(env, how):
             Blackhole(sc, sh):
         lat.phase = f"{sh.name} silent"
         fut = pool.submit(probe, sc, sh)
-        seen = lat.poll(POLL_S, until=lambda st, info:
-                        info.get("status") != "active")
-        states = sorted({info.get("status") for _, _, info in seen})
-        check(states == ["active"], f"{case}: the migration stays active "
-              f"for {POLL_S:.0f} s with {sh.name} silent ({states})")
+        seen = stays(lat, "active", case, f"with {sh.name} silent")
         check_blackhole(sh, fut.result())
         sm.log(f"  pages written then: {sub_pages(seen[-1][2])}")
         t_c = time.monotonic()
@@ -453,12 +455,7 @@ def case_inbound(env):
         return
     with Blackhole(sc, sh, inbound=True):
         lat.phase = f"{sh.name} receives nothing"
-        seen = lat.poll(POLL_S, until=lambda st, info:
-                        info.get("status") != "active")
-        states = sorted({info.get("status") for _, _, info in seen})
-        check(states == ["active"], f"{case}: the migration stays active "
-              f"for {POLL_S:.0f} s while {sh.name} receives nothing "
-              f"({states})")
+        stays(lat, "active", case, f"while {sh.name} receives nothing")
         check_blackhole(sh, probe(sc, sh))
         t_c = time.monotonic()
         lat.cmd("migrate_cancel")
