@@ -145,6 +145,7 @@ struct SplitSave {
     bool in_cleanup;            /* lock: the deadline is the cleanup's drain */
     FctransCancel *cancel;      /* stops connects; lives as long as @sub */
     bool reset_in_switchover;   /* atomic: see split_save_reset() */
+    bool released_completed;    /* the cleanup thread keeps the pages */
     NotifierWithReturn precopy_notifier;
 };
 
@@ -165,7 +166,7 @@ typedef struct SplitSaveCancel {
 static SplitSave *split_save;
 static SplitSaveStats split_stats;
 static SplitSaveCancel split_cancel;
-/* atomic: a failed migration's cleanup thread still drops its pages */
+/* atomic: a split migration's cleanup thread still runs */
 static bool split_cleanup_busy;
 
 /*
@@ -1586,22 +1587,13 @@ bool split_save_may_resume(void)
 }
 
 /*
- * A migration that failed after its commit, and that the source does not
- * survive: once the main host said that it runs the VM, the exports that
- * this VM's pager used are the main host's, as after a completion. With
- * no verdict they stay handed over as during the migration (the pager
- * accepts both records, trims nothing there), so that a 'cont' that is
- * right to run the VM here still finds every page.
+ * The main host runs the VM: the exports that this VM's pager used are
+ * its own now, and no page of them is read here again.
  */
 static void split_save_hand_over(SplitSave *ss)
 {
-    MigrationState *s = migrate_get_current();
     unsigned k;
 
-    if (!qatomic_load_acquire(&s->rp_state.shut_received) ||
-        s->rp_state.shut_error) {
-        return;
-    }
     for (k = 0; k < ss->nsubhosts; k++) {
         if (ss->sub[k].pager_k >= 0) {
             split_pager_handover_end(ss->sub[k].pager_k, true, false);
@@ -1619,10 +1611,21 @@ static void split_save_hand_over(SplitSave *ss)
  */
 static void split_save_trim_placed(SplitSave *ss)
 {
+    MigrationState *s = migrate_get_current();
     unsigned k;
 
     if (!split_save_resumable(ss)) {
-        split_save_hand_over(ss);
+        /*
+         * Once the main host said that it runs the VM, as after a
+         * completion. With no verdict the exports stay handed over as
+         * during the migration (the pager accepts both records, trims
+         * nothing there), so that a 'cont' that is right to run the VM
+         * here still finds every page.
+         */
+        if (qatomic_load_acquire(&s->rp_state.shut_received) &&
+            !s->rp_state.shut_error) {
+            split_save_hand_over(ss);
+        }
         return;     /* the main host may run the VM on these pages */
     }
     for (k = 0; k < ss->nsubhosts; k++) {
@@ -1746,20 +1749,17 @@ static void split_save_release(SplitSave *ss, bool completed)
         trace_split_save_cleanup("trim");
         split_save_trim_placed(ss);
     } else {
+        /* Handed over already, in split_save_cleanup() */
         trace_split_save_cleanup("keep");
-        /* The new main host runs on them: never read them here again */
-        for (k = 0; k < ss->nsubhosts; k++) {
-            if (ss->sub[k].pager_k >= 0) {
-                split_pager_handover_end(ss->sub[k].pager_k, true, false);
-            }
-        }
     }
     split_save_free(ss);
 }
 
 static void *split_save_cleanup_thread(void *opaque)
 {
-    split_save_release(opaque, false);
+    SplitSave *ss = opaque;
+
+    split_save_release(ss, ss->released_completed);
     trace_split_save_cleanup("done");
     qatomic_store_release(&split_cleanup_busy, false);
     return NULL;
@@ -1787,19 +1787,21 @@ static void split_save_cleanup(void *opaque)
                           SPLIT_CLEANUP_DRAIN_MS * SCALE_MS;
     }
 
-    if (s->state == MIGRATION_STATUS_COMPLETED) {
-        /* Completion drained every request: nothing here waits */
-        split_save_release(ss, true);
-        return;
+    ss->released_completed = s->state == MIGRATION_STATUS_COMPLETED;
+    if (ss->released_completed) {
+        /* Before 'cont' may be tried on the old main host */
+        split_save_hand_over(ss);
+    } else {
+        /* While the return path's state is still this migration's */
+        split_save_resumable(ss);
     }
     /*
-     * A failed or cancelled migration: the source runs the VM again at
-     * once, while a thread of its own drops what this migration placed
-     * (a silent sub-host holds that thread, never the BQL, for at most
-     * the request timeout). The verdict is taken now, while the return
-     * path's state is still this migration's.
+     * The source runs the VM again at once after a failure or cancel,
+     * while a thread of its own drops what this migration placed, or,
+     * after a completion, closes its channels: a silent sub-host holds
+     * that thread, never the BQL, for at most the request and disconnect
+     * timeouts.
      */
-    split_save_resumable(ss);
     qatomic_set(&split_cleanup_busy, true);
     qemu_thread_create(&thread, "split-cleanup", split_save_cleanup_thread,
                        ss, QEMU_THREAD_DETACHED);
