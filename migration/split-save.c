@@ -897,11 +897,10 @@ static bool split_save_is_active_iterate(void *opaque)
     return ss && fctrans_pagemap_changed(ss->map);
 }
 
-/* The budget and capacities must hold the whole split RAM. */
-static bool split_save_check_room(uint64_t ram, Error **errp)
+/* @budget and the capacities must hold the whole split RAM. */
+static bool split_save_check_room(uint64_t ram, uint64_t budget, Error **errp)
 {
     const SplitSubhostList *l;
-    uint64_t budget = migrate_split_resident_budget();
     uint64_t cap = 0;
 
     for (l = migrate_split_subhosts(); l; l = l->next) {
@@ -954,7 +953,7 @@ static int split_save_prepare(void *opaque, Error **errp)
     }
     split_layout_build(&layout);
     ok = split_save_check_room((uint64_t)layout.npages * layout.page_size,
-                               errp);
+                               migrate_split_resident_budget(), errp);
     split_layout_clear(&layout);
     if (!ok) {
         return -ENOSPC;
@@ -1230,6 +1229,7 @@ static int split_save_setup(QEMUFile *f, void *opaque, Error **errp)
     g_autoptr(SplitSubhostList) subhosts = NULL;
     g_autoptr(GError) gerr = NULL;
     unsigned i, k, nsubhosts = 0;
+    uint64_t budget;
     bool bql;
 
     /* A snapshot (savevm) must hold every page itself */
@@ -1247,9 +1247,11 @@ static int split_save_setup(QEMUFile *f, void *opaque, Error **errp)
     }
     split_layout_build(&ss->layout);
     ss->page_size = ss->layout.page_size;
+    /* Read once: the placer, the header and the trace say the same */
+    budget = migrate_split_resident_budget();
 
     if (!split_save_check_room((uint64_t)ss->layout.npages * ss->page_size,
-                               errp)) {
+                               budget, errp)) {
         goto fail;
     }
     if (!fctrans_export_id_random(migration_id, &gerr)) {
@@ -1317,9 +1319,8 @@ static int split_save_setup(QEMUFile *f, void *opaque, Error **errp)
                                     SPLIT_POLICY_SEQUENTIAL ?
                                     FCTRANS_PLACEMENT_SEQUENTIAL :
                                     FCTRANS_PLACEMENT_WORKING_SET,
-                                    ss->map,
-                                    migrate_split_resident_budget() /
-                                    ss->page_size, cap_pages);
+                                    ss->map, budget / ss->page_size,
+                                    cap_pages);
     ss->pending = bitmap_new(ss->layout.npages);
     if (!split_save_keep_remote(ss, cap_pages, errp)) {
         goto fail;
@@ -1331,7 +1332,7 @@ static int split_save_setup(QEMUFile *f, void *opaque, Error **errp)
     qemu_put_be32(f, SPLIT_STREAM_VERSION);
     qemu_put_be32(f, ss->page_size);
     qemu_put_be64(f, ss->layout.npages);
-    qemu_put_be64(f, migrate_split_resident_budget());
+    qemu_put_be64(f, budget);
     qemu_put_buffer(f, qemu_uuid.data, sizeof(qemu_uuid.data));
     qemu_put_buffer(f, migration_id, sizeof(migration_id));
     qemu_put_be32(f, ss->layout.nblocks);
@@ -1360,7 +1361,7 @@ static int split_save_setup(QEMUFile *f, void *opaque, Error **errp)
     precopy_add_notifier(&ss->precopy_notifier);
     qemu_register_reset(split_save_reset, ss);
     trace_split_save_setup(ss->layout.nblocks, ss->layout.npages,
-                           ss->nsubhosts, migrate_split_resident_budget());
+                           ss->nsubhosts, budget);
     for (k = 0; k < nsubhosts; k++) {
         split_subhost_config_free(cfg[k]);
     }
