@@ -20,7 +20,8 @@ bool split_memory_active(void);
 /*
  * Whether this VM may run here: false, with @errp set, once a split
  * migration of this split-memory VM onto the same sub-hosts handed its
- * pages there over to the new main host ('cont' checks this).
+ * pages there over to the new main host ('cont' and 'migrate' check
+ * this).
  */
 bool split_memory_may_run(Error **errp);
 

@@ -2422,21 +2422,32 @@ static int64_t split_source_kept(QTestState *from, const char *id)
 
 /*
  * The old main host @who of a completed re-migration refuses to run its
- * VM: sub-host @id's pages are the new main host's. (Its disk's lock
- * would refuse too, later: the refusal names the real reason.)
+ * VM, or to migrate it (reading its RAM would wait for good): sub-host
+ * @id's pages are the new main host's. (Its disk's lock would refuse
+ * 'cont' too, later: the refusal names the real reason.)
  */
 static void split_check_handed_over(QTestState *who, const char *id)
 {
-    g_autoptr(QDict) rsp = qtest_qmp(who, "{ 'execute': 'cont' }");
     g_autofree char *want = g_strdup_printf("owns its pages on sub-host "
                                             "'%s'", id);
+    g_autofree char *uri = g_strdup_printf("unix:%s/migsocket-none", tmpfs);
     g_autofree char *status = NULL;
-    const char *desc;
+    QDict *rsp[2];
+    unsigned i;
 
-    g_assert_true(qdict_haskey(rsp, "error"));
-    desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
-    g_test_message("cont on the old main host: %s", desc);
-    g_assert_nonnull(strstr(desc, want));
+    rsp[0] = qtest_qmp(who, "{ 'execute': 'cont' }");
+    rsp[1] = qtest_qmp(who, "{ 'execute': 'migrate', 'arguments': "
+                       "{ 'uri': %s } }", uri);
+    for (i = 0; i < ARRAY_SIZE(rsp); i++) {
+        const char *desc;
+
+        g_assert_true(qdict_haskey(rsp[i], "error"));
+        desc = qdict_get_str(qdict_get_qdict(rsp[i], "error"), "desc");
+        g_test_message("%s on the old main host: %s", i ? "migrate" : "cont",
+                       desc);
+        g_assert_nonnull(strstr(desc, want));
+        qobject_unref(rsp[i]);
+    }
     status = split_status(who);
     g_assert_cmpstr(status, ==, "postmigrate");
 }
