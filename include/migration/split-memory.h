@@ -20,8 +20,9 @@ bool split_memory_active(void);
 /*
  * Whether this VM may run here: false, with @errp set, once a split
  * migration of this split-memory VM onto the same sub-hosts handed its
- * pages there over to the new main host ('cont' and 'migrate' check
- * this).
+ * pages there over to the new main host ('cont', 'migrate',
+ * 'pmemsave', 'memsave' and 'dump-guest-memory' check this: a read of
+ * such a page would wait for good).
  */
 bool split_memory_may_run(Error **errp);
 

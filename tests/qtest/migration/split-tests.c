@@ -2422,32 +2422,48 @@ static int64_t split_source_kept(QTestState *from, const char *id)
 
 /*
  * The old main host @who of a completed re-migration refuses to run its
- * VM, or to migrate it (reading its RAM would wait for good): sub-host
- * @id's pages are the new main host's. (Its disk's lock would refuse
- * 'cont' too, later: the refusal names the real reason.)
+ * VM, to migrate it, or to save or dump its RAM (reading it would wait
+ * for good): sub-host @id's pages are the new main host's. (Its disk's
+ * lock would refuse 'cont' too, later: the refusal names the real
+ * reason.)
  */
 static void split_check_handed_over(QTestState *who, const char *id)
 {
     g_autofree char *want = g_strdup_printf("owns its pages on sub-host "
                                             "'%s'", id);
     g_autofree char *uri = g_strdup_printf("unix:%s/migsocket-none", tmpfs);
+    g_autofree char *file = g_strdup_printf("%s/handed-over-ram", tmpfs);
+    g_autofree char *dump = g_strdup_printf("file:%s", file);
+    static const char *const cmds[] = {
+        "cont", "migrate", "pmemsave", "memsave", "dump-guest-memory",
+    };
     g_autofree char *status = NULL;
-    QDict *rsp[2];
+    QDict *rsp[ARRAY_SIZE(cmds)];
     unsigned i;
 
     rsp[0] = qtest_qmp(who, "{ 'execute': 'cont' }");
     rsp[1] = qtest_qmp(who, "{ 'execute': 'migrate', 'arguments': "
                        "{ 'uri': %s } }", uri);
+    rsp[2] = qtest_qmp(who, "{ 'execute': 'pmemsave', 'arguments': "
+                       "{ 'val': 0, 'size': 1048576, 'filename': %s } }",
+                       file);
+    rsp[3] = qtest_qmp(who, "{ 'execute': 'memsave', 'arguments': "
+                       "{ 'val': 0, 'size': 1048576, 'filename': %s } }",
+                       file);
+    rsp[4] = qtest_qmp(who, "{ 'execute': 'dump-guest-memory', "
+                       "'arguments': { 'paging': false, 'protocol': %s } }",
+                       dump);
     for (i = 0; i < ARRAY_SIZE(rsp); i++) {
         const char *desc;
 
         g_assert_true(qdict_haskey(rsp[i], "error"));
         desc = qdict_get_str(qdict_get_qdict(rsp[i], "error"), "desc");
-        g_test_message("%s on the old main host: %s", i ? "migrate" : "cont",
-                       desc);
+        g_test_message("%s on the old main host: %s", cmds[i], desc);
         g_assert_nonnull(strstr(desc, want));
         qobject_unref(rsp[i]);
     }
+    /* Refused before anything was written */
+    g_assert_false(g_file_test(file, G_FILE_TEST_EXISTS));
     status = split_status(who);
     g_assert_cmpstr(status, ==, "postmigrate");
 }
