@@ -913,14 +913,6 @@ static bool split_recon_reissue(SplitRecon *r, unsigned *sent)
     return done;
 }
 
-/*
- * After a reconnect: whether the export behind @sub still holds @want's
- * identity record. 1: it does; 0: it holds another record, or none, or
- * something else (final: never its pages); -1: the record could not be
- * read, which is a connection loss like any other (retried until the
- * deadline). split_export_id_verify() cannot tell the last two apart: a
- * failed read and a corrupt record are both -1 of split_export_id_read().
- */
 /* The records a reconnect of @r accepts besides the pager's own. */
 typedef struct SplitReconAccepts {
     FctransExportId rec[2];
@@ -953,9 +945,16 @@ static bool split_recon_accepted(const SplitReconAccepts *a,
 }
 
 /*
- * Whether the export holds this pager's record (@want) or an outgoing
- * migration's: those of @before, taken before the reconnect, or the ones
- * @r accepts now (a handover may begin or end while the record is read).
+ * After a reconnect: whether the export behind @sub still holds @want's
+ * identity record. 1: it does; 0: it holds another record, or none, or
+ * something else (final: never its pages); -1: the record could not be
+ * read, which is a connection loss like any other (retried until the
+ * deadline). split_export_id_verify() cannot tell the last two apart: a
+ * failed read and a corrupt record are both -1 of split_export_id_read().
+ *
+ * Besides @want, it accepts an outgoing migration's record: those of
+ * @before, taken before the reconnect, or the ones @r accepts now (a
+ * handover may begin or end while the record is read).
  */
 static int split_recon_verify(SplitRecon *r, SplitPagerSubhost *sub,
                               const FctransExportId *want,
@@ -2015,7 +2014,6 @@ void split_pager_handover_begin(unsigned j, const FctransExportId *next)
 {
     SplitPager *pg = qatomic_read(&split_pager);
     SplitRecon *r = &pg->recon[j];
-
     g_autoptr(GError) gerr = NULL;
 
     WITH_QEMU_LOCK_GUARD(&r->lock) {
