@@ -116,14 +116,11 @@ static int first_subhost_with_room(const FctransPlacer *pl)
     return -1;
 }
 
-/* A sub-host for a page that is not on one yet, or -1. */
-static int pick_subhost(FctransPlacer *pl)
+/* A sub-host for a page that is not on one yet, spread, or -1. */
+static int spread_subhost(FctransPlacer *pl)
 {
     int k;
 
-    if (pl->policy == FCTRANS_PLACEMENT_SEQUENTIAL) {
-        return first_subhost_with_room(pl);
-    }
     if (pl->extent_k >= 0 && pl->extent_left &&
         subhost_has_room(pl, pl->extent_k)) {
         pl->extent_left--;
@@ -135,6 +132,32 @@ static int pick_subhost(FctransPlacer *pl)
         pl->extent_left = FCTRANS_PLACEMENT_EXTENT_PAGES - 1;
     }
     return k;
+}
+
+/* A sub-host for a page that is not on one yet, or -1. */
+static int pick_subhost(FctransPlacer *pl)
+{
+    if (pl->policy == FCTRANS_PLACEMENT_SEQUENTIAL) {
+        return first_subhost_with_room(pl);
+    }
+    return spread_subhost(pl);
+}
+
+FctransPageLoc fctrans_placer_evict(FctransPlacer *pl, uint64_t page,
+                                    bool zero)
+{
+    FctransPageLoc cur = fctrans_pagemap_get(pl->map, page);
+    int k;
+
+    if (zero) {
+        return FCTRANS_LOC_UNUSED;
+    }
+    if (FCTRANS_LOC_IS_SUBHOST(cur) &&
+        !pl->excluded[FCTRANS_LOC_SUBHOST_INDEX(cur)]) {
+        return cur;
+    }
+    k = spread_subhost(pl);
+    return k >= 0 ? FCTRANS_LOC_SUBHOST(k) : FCTRANS_LOC_NONE;
 }
 
 FctransPageLoc fctrans_placer_decide(FctransPlacer *pl, uint64_t page,

@@ -66,6 +66,17 @@ FctransPageLoc fctrans_placer_decide(FctransPlacer *pl, uint64_t page,
                                      bool zero, bool hot);
 
 /*
+ * Where page @page goes when the main host pages it out: nowhere
+ * (FCTRANS_LOC_UNUSED) when @zero; the sub-host that holds its slot
+ * already, if that one is not excluded (no new space used there); else
+ * the sub-host with room that is least full relative to its capacity,
+ * in extents as for cold pages, whatever the policy. FCTRANS_LOC_NONE
+ * when no sub-host has room. Does not change the map.
+ */
+FctransPageLoc fctrans_placer_evict(FctransPlacer *pl, uint64_t page,
+                                    bool zero);
+
+/*
  * Stop (or resume) choosing sub-host @k for pages that are not already
  * there, e.g. after it refused a write for lack of space.
  */

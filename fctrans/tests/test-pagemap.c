@@ -306,6 +306,51 @@ static void test_place_working_set(void)
     fctrans_pagemap_free(map);
 }
 
+/*
+ * Page-out on the main host: a page keeps its slot on its sub-host; a
+ * page with none goes where there is room, spread by capacity; zero pages
+ * go nowhere; with every sub-host full or excluded, nowhere to go.
+ */
+static void test_place_evict(void)
+{
+    FctransPageMap *map = fctrans_pagemap_new(4096, 2);
+    const uint64_t cap[2] = { 512, 1536 };
+    FctransPlacer *pl = fctrans_placer_new(FCTRANS_PLACEMENT_SEQUENTIAL,
+                                           map, 0, cap);
+    uint64_t p, s0, s1;
+
+    fctrans_pagemap_set_range(map, 0, 4096, FCTRANS_LOC_MAIN);
+    fctrans_pagemap_set(map, 7, FCTRANS_LOC_SUBHOST(1));
+    g_assert_cmpuint(fctrans_placer_evict(pl, 7, false), ==,
+                     FCTRANS_LOC_SUBHOST(1));
+    g_assert_cmpuint(fctrans_placer_evict(pl, 7, true), ==,
+                     FCTRANS_LOC_UNUSED);
+    /* Excluded: its slot there does not count, the page goes elsewhere */
+    fctrans_placer_exclude(pl, 1, true);
+    g_assert_cmpuint(fctrans_placer_evict(pl, 7, false), ==,
+                     FCTRANS_LOC_SUBHOST(0));
+    fctrans_placer_exclude(pl, 1, false);
+
+    /* Spread 1:3 even under the sequential policy, until both are full */
+    for (p = 100; p < 100 + 2047; p++) {
+        FctransPageLoc loc = fctrans_placer_evict(pl, p, false);
+
+        g_assert_true(FCTRANS_LOC_IS_SUBHOST(loc));
+        fctrans_pagemap_set(map, p, loc);
+    }
+    s0 = fctrans_pagemap_count(map, FCTRANS_LOC_SUBHOST(0));
+    s1 = fctrans_pagemap_count(map, FCTRANS_LOC_SUBHOST(1));
+    g_assert_cmpuint(s0, ==, 512);
+    g_assert_cmpuint(s1, ==, 1536);
+    g_assert_cmpuint(fctrans_placer_evict(pl, 3000, false), ==,
+                     FCTRANS_LOC_NONE);
+    /* A page with a slot still goes there when the sub-host is full */
+    g_assert_cmpuint(fctrans_placer_evict(pl, 7, false), ==,
+                     FCTRANS_LOC_SUBHOST(1));
+    fctrans_placer_free(pl);
+    fctrans_pagemap_free(map);
+}
+
 static void test_place_sequential(void)
 {
     FctransPageMap *map = fctrans_pagemap_new(1000, 2);
@@ -394,6 +439,7 @@ int main(int argc, char **argv)
     g_test_add_func("/pagemap/decode-fuzz", test_decode_fuzz);
     g_test_add_func("/placement/working-set", test_place_working_set);
     g_test_add_func("/placement/sequential", test_place_sequential);
+    g_test_add_func("/placement/evict", test_place_evict);
     g_test_add_func("/placement/full", test_place_full);
     g_test_add_func("/placement/exclude", test_place_exclude);
     return g_test_run();
