@@ -115,6 +115,9 @@ typedef struct SplitPagerSubhost {
     FctransExportId export_id;  /* what its export must hold */
     uint64_t remaining;         /* atomic: pages stored only there */
     uint64_t page_ins;          /* atomic */
+    uint64_t page_outs;         /* atomic: pages written there by page-out */
+    /* This host's split-subhosts capacity: page-out keeps within it */
+    uint64_t capacity_pages;
     bool lost;                  /* atomic */
     /*
      * atomic: an outgoing split migration completed and the new main host
@@ -122,11 +125,6 @@ typedef struct SplitPagerSubhost {
      */
     bool handed_over;
 } SplitPagerSubhost;
-
-/* Per-page state of the pager */
-#define SPLIT_PAGE_ABSENT       0
-#define SPLIT_PAGE_INFLIGHT     1
-#define SPLIT_PAGE_PRESENT      2
 
 typedef struct SplitPager SplitPager;
 

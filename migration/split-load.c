@@ -64,7 +64,8 @@ static bool split_is_id(const char *id)
  * would let a source, or whoever controls the stream, point this host at
  * any server or Unix socket).
  */
-static const char *split_load_local_uri(const char *id, Error **errp)
+static const SplitSubhost *split_load_local_subhost(const char *id,
+                                                   Error **errp)
 {
     const SplitSubhostList *l;
     MigrationState *s = migrate_get_current();
@@ -80,7 +81,7 @@ static const char *split_load_local_uri(const char *id, Error **errp)
     }
     for (l = migrate_split_subhosts(); l; l = l->next) {
         if (g_str_equal(l->value->id, id)) {
-            return l->value->uri;
+            return l->value;
         }
     }
     error_setg(errp, "split: the source placed pages on sub-host '%s', "
@@ -184,6 +185,7 @@ static int split_load_header(QEMUFile *f, SplitIncoming *si, Error **errp)
         SplitPagerSubhost *sp = &si->sub[i];
         FctransExportId *want = &sp->export_id;
         g_autofree char *src_uri = NULL;
+        const SplitSubhost *local;
         const char *uri;
         FctransSubhostConfig *cfg;
         uint16_t len;
@@ -216,10 +218,12 @@ static int split_load_header(QEMUFile *f, SplitIncoming *si, Error **errp)
             error_setg(errp, "split: truncated sub-host nonce");
             return -EINVAL;
         }
-        uri = split_load_local_uri(idstr, errp);
-        if (!uri) {
+        local = split_load_local_subhost(idstr, errp);
+        if (!local) {
             return -EINVAL;
         }
+        uri = local->uri;
+        sp->capacity_pages = local->capacity / si->page_size;
         /* The pages, then the identity record */
         cfg = split_subhost_config(idstr, uri, 0,
                                    npages * si->page_size +

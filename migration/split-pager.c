@@ -136,6 +136,7 @@
 #include "exec/memory.h"
 #include "exec/ramblock.h"
 #include "exec/target_page.h"
+#include "fctrans/budget.h"
 #include "fctrans/histogram.h"
 #include "monitor/hmp.h"
 #include "monitor/monitor.h"
@@ -146,6 +147,7 @@
 #include "options.h"
 #include "split.h"
 #include "split-internal.h"
+#include "split-pager.h"
 #include "trace.h"
 
 /* Following pages of the same sub-host fetched with a faulting page. */
@@ -174,138 +176,6 @@
 #define SPLIT_PAGEMAP_CHUNK     (16 * 1024)
 /* Most addresses x-query-split-page-locations takes. */
 #define SPLIT_LOCATIONS_MAX     4096
-
-/*
- * A flag on an in-flight page: the guest discarded it meanwhile, so it
- * gets a zero page, not what the sub-host returns.
- */
-#define SPLIT_PAGE_DISCARDED    0x10
-#define SPLIT_PAGE_STATE(s)     ((s) & 0x0f)
-
-/* Until the VM may run here, a page that cannot be paged in breaks the load */
-#define SPLIT_LOAD_LOADING      0
-#define SPLIT_LOAD_MAY_RUN      1
-#define SPLIT_LOAD_BROKEN       2
-
-/* A placement of pages first .. first + npages - 1 of one block. */
-typedef struct SplitPlace {
-    SplitBlock *b;
-    uint64_t first;             /* global page */
-    uint32_t npages;
-    uint8_t *buf;               /* their contents; NULL: zero pages */
-    int subhost;                /* where they were read from, or -1 */
-} SplitPlace;
-
-typedef struct SplitPageIn {
-    SplitPager *pg;
-    unsigned k;
-    SplitPlace pl;              /* pl.first: the faulting page */
-    int64_t t_fault;            /* ns */
-    bool reissued;              /* sent again by a reconnect; under its lock */
-} SplitPageIn;
-
-/* A sub-host's reconnection (see "Reconnecting" above). */
-typedef struct SplitRecon {
-    SplitPager *pg;
-    unsigned k;
-    QemuMutex lock;
-    QemuCond cond;              /* a re-issued read was served or parked */
-    /* Under lock: */
-    GSList *parked;             /* SplitPageIn: reads waiting to be re-sent */
-    unsigned reissued;          /* re-sent reads not completed yet */
-    bool active;                /* the reconnect thread runs */
-    /*
-     * The thread is connecting or reading the identity record: the
-     * watchdog bounds that by the deadline, connected or not.
-     */
-    bool attempting;
-    /*
-     * The thread may have reconnected, and the export behind the new
-     * connection is not checked yet: new reads are parked, not sent.
-     */
-    bool unverified;
-    uint32_t timeout_ms;        /* split-reconnect-timeout of this episode */
-    int64_t since;              /* ns: the episode began */
-    int64_t deadline;           /* ns: lost when not connected by then */
-    char *why;                  /* what began the episode */
-    /*
-     * An outgoing split migration uses this export (re-migration): @next
-     * is its record, which a reconnect accepts too; @keep: its map may
-     * keep pages there, so discards are not trimmed there. Discard trims
-     * in flight, counted in @trims, complete before @keep is set. @stale
-     * is an earlier outgoing migration's record that could not be undone:
-     * it stays on the export until @next's write lands, so it stays
-     * accepted as long as @next is.
-     */
-    FctransExportId next;
-    bool has_next;
-    FctransExportId stale;
-    bool has_stale;
-    bool keep;
-    unsigned trims;
-} SplitRecon;
-
-/* A placement that failed and is retried by the fault thread. */
-typedef struct SplitRetry {
-    SplitPlace pl;
-    uint8_t *alloc;             /* behind pl.buf */
-    int err;                    /* last error, -errno */
-    int64_t since;              /* ns: first failure */
-    int64_t due;                /* ns: next attempt */
-    int64_t backoff;            /* ns */
-    bool gave_up;               /* the VM was stopped for it */
-} SplitRetry;
-
-struct SplitPager {
-    SplitIncoming *si;
-    uint32_t page_size;
-    int uffd;
-    QemuThread thread;
-    uint8_t *state;             /* SPLIT_PAGE_* | flags, per global page */
-    /* Readers: the fault path and placements; writer: guest discards */
-    GRWLock place_lock;
-
-    /* Failed placements: handed over by any thread, run by the pager's */
-    QemuMutex retry_lock;
-    GSList *retry_new;          /* under retry_lock */
-    EventNotifier retry_notify;
-    GSList *retries;            /* the fault thread's own */
-
-    /* Test hook: fail this many placements with this error (-errno) */
-    int inject_err;
-    int inject_skip;            /* atomic */
-    int inject_left;            /* atomic */
-
-    /* Statistics, updated atomically */
-    uint64_t resident;
-    uint64_t resident_at_start;
-    uint64_t unused;
-    uint64_t page_ins_remote;
-    uint64_t page_ins_local;
-    uint64_t prefetched;
-    uint64_t inflight;
-    uint64_t blocked;
-    uint64_t eexist;
-    uint64_t eagain;
-    uint64_t retried;
-    uint64_t discarded;
-    uint64_t dropped_at_start;
-    /* Faults on pages handed over to a new main host: they wait for good */
-    uint64_t handed_over_faults;
-    bool failed;                /* atomic: a page can never be placed */
-    int load_state;             /* atomic: SPLIT_LOAD_* */
-    /* The fault thread's own: the memory cgroup guard */
-    uint64_t memcg_placed;      /* pages claimed since the last check */
-    bool memcg_full;
-    GArray *memcg_waiting;      /* fault addresses waiting for memory */
-    uint64_t stuck;             /* atomic: retries that stopped the VM */
-    bool stopping;              /* atomic: the stop thread runs */
-    Notifier shutdown;
-    SplitRecon recon[SPLIT_MAX_SUBHOSTS];
-
-    /* Fault to page placed, ns; lock-free (relaxed atomics) */
-    FctransHist lat;
-};
 
 static SplitPager *split_pager;
 
@@ -370,13 +240,15 @@ static int split_inject(SplitPager *pg)
     return 0;
 }
 
+/* @wp: install the pages write-protected */
 static int split_uffd_copy(SplitPager *pg, void *dst, const void *src,
-                           uint64_t len, uint64_t *copied)
+                           uint64_t len, bool wp, uint64_t *copied)
 {
     struct uffdio_copy c = {
         .dst = (uintptr_t)dst,
         .src = (uintptr_t)src,
         .len = len,
+        .mode = wp ? UFFDIO_COPY_MODE_WP : 0,
     };
     int err = split_inject(pg);
 
@@ -407,7 +279,7 @@ static int split_uffd_zero(SplitPager *pg, void *dst, uint64_t len)
     return ioctl(pg->uffd, UFFDIO_ZEROPAGE, &z) ? -errno : 0;
 }
 
-static void split_uffd_wake(int fd, void *dst, uint64_t len)
+void split_uffd_wake(int fd, void *dst, uint64_t len)
 {
     struct uffdio_range r = { .start = (uintptr_t)dst, .len = len };
 
@@ -416,10 +288,19 @@ static void split_uffd_wake(int fd, void *dst, uint64_t len)
     }
 }
 
-static inline uint8_t *split_page_host(SplitBlock *b, uint64_t g,
-                                       uint32_t page_size)
+/*
+ * Write-protect @len bytes at @dst, or lift the protection, which wakes
+ * the threads waiting to write there. Not through split_inject(): the
+ * injected failures are for placements.
+ */
+int split_uffd_protect(SplitPager *pg, void *dst, uint64_t len, bool wp)
 {
-    return b->rb->host + (g - b->first_page) * page_size;
+    struct uffdio_writeprotect w = {
+        .range = { .start = (uintptr_t)dst, .len = len },
+        .mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+    };
+
+    return ioctl(pg->uffd, UFFDIO_WRITEPROTECT, &w) ? -errno : 0;
 }
 
 /*
@@ -563,18 +444,25 @@ static void split_retry_queue(SplitPager *pg, SplitPlace *pl, int err)
     event_notifier_set(&pg->retry_notify);
 }
 
-/* Page @g of @pl is in place now. */
-static void split_place_done(SplitPager *pg, SplitPlace *pl, uint64_t g)
+/*
+ * Page @g of @pl is in place now; @wp: installed write-protected by us.
+ * A page read from a sub-host and installed so is clean: its copy there
+ * is current until the guest writes to it.
+ */
+static void split_place_done(SplitPager *pg, SplitPlace *pl, uint64_t g,
+                             bool wp)
 {
     uint8_t s = qatomic_read(&pg->state[g]);
+    bool fetched = pl->subhost >= 0 && !(s & SPLIT_PAGE_DISCARDED);
 
-    if (pl->subhost >= 0 && !(s & SPLIT_PAGE_DISCARDED)) {
+    if (fetched) {
         qatomic_dec(&pg->si->sub[pl->subhost].remaining);
     } else {
         /* a local page-in, or a fetch the guest discarded meanwhile */
         qatomic_dec(&pg->unused);
     }
-    qatomic_set(&pg->state[g], SPLIT_PAGE_PRESENT);
+    qatomic_set(&pg->state[g], (fetched && wp ? SPLIT_PAGE_CLEAN :
+                                SPLIT_PAGE_PRESENT) | SPLIT_PAGE_REF);
     qatomic_inc(&pg->resident);
     qatomic_dec(&pg->inflight);
 }
@@ -604,11 +492,11 @@ static int split_place_locked(SplitPager *pg, SplitPlace *pl)
                 }
             }
             ret = split_uffd_copy(pg, dst, pl->buf,
-                                  (uint64_t)pl->npages * ps, &copied);
+                                  (uint64_t)pl->npages * ps, pg->wp, &copied);
         }
         n = MIN(copied / ps, pl->npages);
         for (i = 0; i < n; i++) {
-            split_place_done(pg, pl, pl->first + i);
+            split_place_done(pg, pl, pl->first + i, pl->buf && pg->wp);
         }
         pl->first += n;
         pl->npages -= n;
@@ -624,7 +512,7 @@ static int split_place_locked(SplitPager *pg, SplitPlace *pl)
             split_uffd_wake(pg->uffd, split_page_host(pl->b, pl->first, ps),
                             ps);
             qatomic_inc(&pg->eexist);
-            split_place_done(pg, pl, pl->first);
+            split_place_done(pg, pl, pl->first, false);
             pl->first++;
             pl->npages--;
             if (pl->buf) {
@@ -648,6 +536,9 @@ static void split_place(SplitPager *pg, SplitPlace *pl, uint8_t *buf)
     g_rw_lock_reader_lock(&pg->place_lock);
     ret = split_place_locked(pg, pl);
     g_rw_lock_reader_unlock(&pg->place_lock);
+    if (pg->po) {
+        split_pageout_placed(pg->po);
+    }
     if (!ret) {
         g_free(buf);
         return;
@@ -1231,32 +1122,54 @@ static SplitBlock *split_pager_find_block(SplitPager *pg, uint64_t addr)
  * (@pl->subhost >= 0: read them from there first).
  */
 static bool split_pager_claim(SplitPager *pg, SplitBlock *b, uint64_t g,
-                              SplitPlace *pl)
+                              uint32_t room, SplitPlace *pl)
 {
     SplitIncoming *si = pg->si;
-    uint8_t s = qatomic_read(&pg->state[g]);
+    uint8_t s;
     FctransPageLoc loc;
     uint64_t end;
     uint32_t n;
 
+again:
+    s = qatomic_read(&pg->state[g]);
     trace_split_pager_fault(g, s);
-    if (SPLIT_PAGE_STATE(s) == SPLIT_PAGE_INFLIGHT) {
+    switch (SPLIT_PAGE_STATE(s)) {
+    case SPLIT_PAGE_INFLIGHT:
         return false;       /* its placement wakes this thread too */
-    }
-    *pl = (SplitPlace) { .b = b, .first = g, .npages = 1, .subhost = -1 };
-    if (SPLIT_PAGE_STATE(s) == SPLIT_PAGE_PRESENT) {
+    case SPLIT_PAGE_EVICTING:
+        if (s & SPLIT_PAGE_DISCARDED) {
+            /*
+             * Discarded under page-out, which may be copying it: a zero
+             * page, what a discard leaves; page-out ends it as unused.
+             */
+            uint8_t *host = split_page_host(b, g, pg->page_size);
+
+            if (split_uffd_zero(pg, host, pg->page_size) == -EEXIST) {
+                split_uffd_wake(pg->uffd, host, pg->page_size);
+            }
+        }
+        /* Else dropped just now: page-out wakes this thread once ABSENT */
+        return false;
+    case SPLIT_PAGE_PRESENT:
+    case SPLIT_PAGE_CLEAN:
         /*
          * A late message for a page placed since (the zero page placement
          * then meets EEXIST and wakes its waiters), or a page dropped
          * behind the pager's back (a discard that did not tell it): a
          * zero page, what a discard leaves. A wake alone would refault.
+         * Page-out may take the page meanwhile: look again then.
          */
+        if (qatomic_cmpxchg(&pg->state[g], s, SPLIT_PAGE_INFLIGHT) != s) {
+            goto again;
+        }
+        *pl = (SplitPlace) { .b = b, .first = g, .npages = 1,
+                             .subhost = -1 };
         qatomic_dec(&pg->resident);
         qatomic_inc(&pg->unused);
-        qatomic_set(&pg->state[g], SPLIT_PAGE_INFLIGHT);
         qatomic_inc(&pg->inflight);
         return true;
     }
+    *pl = (SplitPlace) { .b = b, .first = g, .npages = 1, .subhost = -1 };
 
     loc = fctrans_pagemap_get(si->map, g);
     if (!FCTRANS_LOC_IS_SUBHOST(loc)) {
@@ -1296,7 +1209,8 @@ static bool split_pager_claim(SplitPager *pg, SplitBlock *b, uint64_t g,
 
     /* Claim the page and the following ones of the same sub-host */
     qatomic_set(&pg->state[g], SPLIT_PAGE_INFLIGHT);
-    end = MIN(b->first_page + b->npages, g + 1 + SPLIT_PREFETCH_PAGES);
+    end = MIN(b->first_page + b->npages,
+              g + MIN(room, 1 + SPLIT_PREFETCH_PAGES));
     for (n = 1; g + n < end; n++) {
         if (fctrans_pagemap_get(si->map, g + n) != loc ||
             qatomic_read(&pg->state[g + n]) != SPLIT_PAGE_ABSENT) {
@@ -1437,6 +1351,7 @@ static void split_pager_fault(SplitPager *pg, uint64_t addr)
     SplitRecon *r;
     SplitPlace pl;
     uint64_t g;
+    uint32_t room = 1 + SPLIT_PREFETCH_PAGES;
     bool claimed, sent = false, parked = false;
 
     if (!b) {
@@ -1463,8 +1378,22 @@ static void split_pager_fault(SplitPager *pg, uint64_t addr)
         return;
     }
 
+    /*
+     * A page-in must fit in the budget; else it waits until page-out
+     * made room. Not while the device state loads: see above.
+     */
+    if (pg->po && qatomic_read(&pg->load_state) == SPLIT_LOAD_MAY_RUN &&
+        SPLIT_PAGE_STATE(qatomic_read(&pg->state[g])) == SPLIT_PAGE_ABSENT) {
+        room = split_pageout_room(pg->po, room);
+        if (!room) {
+            g_array_append_val(pg->room_waiting, addr);
+            qatomic_inc(&pg->room_waits);
+            return;
+        }
+    }
+
     g_rw_lock_reader_lock(&pg->place_lock);
-    claimed = split_pager_claim(pg, b, g, &pl);
+    claimed = split_pager_claim(pg, b, g, room, &pl);
     g_rw_lock_reader_unlock(&pg->place_lock);
     if (claimed) {
         pg->memcg_placed += pl.npages;
@@ -1525,6 +1454,80 @@ static void split_pager_fault(SplitPager *pg, uint64_t addr)
         /* Lost before its export was checked: never read from there */
         split_pagein_lost(pi);
     }
+}
+
+/*
+ * A write to a write-protected page: the first write to a clean page (its
+ * sub-host copy becomes stale: let it through, the page is dirty now), a
+ * write to a page being paged out (that eviction is given up: page-out
+ * lets the writer through), or a late message for a page dropped or
+ * unprotected since (wake the writer: it faults again if it must).
+ */
+static void split_pager_write_fault(SplitPager *pg, uint64_t addr)
+{
+    SplitBlock *b = split_pager_find_block(pg, addr);
+    uint32_t ps = pg->page_size;
+    uint8_t *host = (uint8_t *)(uintptr_t)(addr & ~(uint64_t)(ps - 1));
+    uint64_t g;
+    uint8_t s;
+    int ret;
+
+    if (!b) {
+        split_uffd_wake(pg->uffd, host, ps);
+        return;
+    }
+    g = b->first_page + (addr - (uintptr_t)b->rb->host) / ps;
+    g_rw_lock_reader_lock(&pg->place_lock);
+again:
+    s = qatomic_read(&pg->state[g]);
+    trace_split_pager_write_fault(g, s);
+    switch (SPLIT_PAGE_STATE(s)) {
+    case SPLIT_PAGE_PRESENT:
+    case SPLIT_PAGE_CLEAN:
+        /* Not a page-out candidate while its protection is lifted */
+        if (qatomic_cmpxchg(&pg->state[g], s, SPLIT_PAGE_DIRTYING) != s) {
+            goto again;
+        }
+        ret = split_uffd_protect(pg, host, ps, false);
+        if (ret) {
+            /* The writer would wait for good: the VM cannot go on */
+            error_report("split: cannot let a write to guest page %" PRIu64
+                         " through: %s", g, strerror(-ret));
+            qatomic_set(&pg->failed, true);
+            split_pager_request_stop(pg);
+        }
+        qatomic_set(&pg->state[g], SPLIT_PAGE_PRESENT | SPLIT_PAGE_REF);
+        if (SPLIT_PAGE_STATE(s) == SPLIT_PAGE_CLEAN) {
+            qatomic_inc(&pg->write_faults);
+        }
+        break;
+    case SPLIT_PAGE_EVICTING:
+        if (!(s & SPLIT_PAGE_WRITTEN) &&
+            qatomic_cmpxchg(&pg->state[g], s, s | SPLIT_PAGE_WRITTEN) != s) {
+            goto again;
+        }
+        break;
+    default:
+        split_uffd_wake(pg->uffd, host, ps);
+        break;
+    }
+    g_rw_lock_reader_unlock(&pg->place_lock);
+}
+
+/* The fault thread: serve the faults that waited for room in the budget */
+static void split_room_resume(SplitPager *pg)
+{
+    GArray *waiting = pg->room_waiting;
+    guint i;
+
+    if (!waiting->len) {
+        return;
+    }
+    pg->room_waiting = g_array_new(false, false, sizeof(uint64_t));
+    for (i = 0; i < waiting->len; i++) {
+        split_pager_fault(pg, g_array_index(waiting, uint64_t, i));
+    }
+    g_array_free(waiting, true);
 }
 
 /*
@@ -1591,9 +1594,11 @@ static void *split_pager_thread(void *opaque)
     int64_t retry_due = INT64_MAX;
 
     for (;;) {
-        struct pollfd pfd[2] = {
+        struct pollfd pfd[3] = {
             { .fd = pg->uffd, .events = POLLIN },
             { .fd = event_notifier_get_fd(&pg->retry_notify),
+              .events = POLLIN },
+            { .fd = event_notifier_get_fd(&pg->room_notify),
               .events = POLLIN },
         };
         int64_t now = get_clock();
@@ -1601,12 +1606,22 @@ static void *split_pager_thread(void *opaque)
         int i, n, ready;
 
         /* Never sleep forever while a placement waits for its retry */
-        ready = poll(pfd, 2, wait <= 0 ? 0 : (int)((wait + SCALE_MS - 1) /
+        ready = poll(pfd, 3, wait <= 0 ? 0 : (int)((wait + SCALE_MS - 1) /
                                                    SCALE_MS));
+        if (ready > 0 && (pfd[2].revents & POLLIN)) {
+            event_notifier_test_and_clear(&pg->room_notify);
+            split_room_resume(pg);
+        }
         if (ready > 0 && (pfd[0].revents & POLLIN)) {
             n = uffd_read_events(pg->uffd, msg, SPLIT_FAULT_BATCH);
             for (i = 0; i < n; i++) {
-                if (msg[i].event == UFFD_EVENT_PAGEFAULT) {
+                if (msg[i].event != UFFD_EVENT_PAGEFAULT) {
+                    continue;
+                }
+                if (msg[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+                    split_pager_write_fault(pg,
+                                            msg[i].arg.pagefault.address);
+                } else {
                     split_pager_fault(pg, msg[i].arg.pagefault.address);
                 }
             }
@@ -1669,14 +1684,17 @@ bool split_pager_supported(Error **errp)
     return ok;
 }
 
-static bool split_pager_register(int fd, RAMBlock *rb, Error **errp)
+/* @wp: for write-protection too (page-out), else for missing pages only */
+static bool split_pager_register(int fd, RAMBlock *rb, bool wp, Error **errp)
 {
     const uint64_t need = BIT_ULL(_UFFDIO_COPY) | BIT_ULL(_UFFDIO_ZEROPAGE) |
-                          BIT_ULL(_UFFDIO_WAKE);
+                          BIT_ULL(_UFFDIO_WAKE) |
+                          (wp ? BIT_ULL(_UFFDIO_WRITEPROTECT) : 0);
     uint64_t ioctls = 0;
 
     if (uffd_register_memory(fd, rb->host, rb->used_length,
-                             UFFDIO_REGISTER_MODE_MISSING, &ioctls)) {
+                             UFFDIO_REGISTER_MODE_MISSING |
+                             (wp ? UFFDIO_REGISTER_MODE_WP : 0), &ioctls)) {
         error_setg(errp, "split: userfaultfd cannot serve RAM block '%s'",
                    rb->idstr);
         return false;
@@ -1698,9 +1716,53 @@ bool split_pager_probe_block(RAMBlock *rb, Error **errp)
         error_setg_errno(errp, errno, "split: cannot create a userfaultfd");
         return false;
     }
-    ok = split_pager_register(fd, rb, errp);
+    ok = split_pager_register(fd, rb, false, errp);
     close(fd);      /* nothing is missing yet: closing changes nothing */
     return ok;
+}
+
+/*
+ * Whether page-out can work on this VM's split RAM, probed on a scratch
+ * userfaultfd with the features asked for in @features: NULL, or why
+ * not. SPLIT_PAGER_NO_WP=1 pretends the kernel lacks write-protection,
+ * so that the tests run that path on any kernel.
+ */
+static const char *split_pager_probe_wp(SplitLayout *layout,
+                                        uint64_t features)
+{
+    const char *why = NULL;
+    unsigned i;
+    int fd;
+
+    if (g_getenv("SPLIT_PAGER_NO_WP")) {
+        return "write-protection disabled by SPLIT_PAGER_NO_WP";
+    }
+    if (!(features & UFFD_FEATURE_PAGEFAULT_FLAG_WP)) {
+        return "this kernel's userfaultfd cannot write-protect";
+    }
+    if (ram_block_discard_is_disabled()) {
+        /* VFIO pins all of guest RAM: a dropped page would stay in use */
+        return "RAM discards are disabled (a device pins guest RAM)";
+    }
+    fd = uffd_create_fd(features, true);
+    if (fd < 0) {
+        return "cannot create a userfaultfd with write-protection";
+    }
+    for (i = 0; i < layout->nblocks && !why; i++) {
+        RAMBlock *rb = layout->blocks[i].rb;
+
+        if (qemu_ram_is_shared(rb)) {
+            /*
+             * A dropped shmem page would leave a write-protect marker
+             * behind, and another process may map it: not paged out yet.
+             */
+            why = "page-out works on private guest RAM only";
+        } else if (!split_pager_register(fd, rb, true, NULL)) {
+            why = "this kernel cannot write-protect guest RAM";
+        }
+    }
+    close(fd);      /* nothing is missing or protected yet */
+    return why;
 }
 
 /* /proc/self/pagemap: an entry per page, present and swapped bits */
@@ -1798,8 +1860,14 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
         error_setg(errp, "split: cannot create the pager's event notifier");
         goto fail_notify;
     }
+    if (event_notifier_init(&pg->room_notify, false)) {
+        error_setg(errp, "split: cannot create the pager's event notifier");
+        event_notifier_cleanup(&pg->retry_notify);
+        goto fail_notify;
+    }
     split_inject_setup(pg);
     pg->memcg_waiting = g_array_new(false, false, sizeof(uint64_t));
+    pg->room_waiting = g_array_new(false, false, sizeof(uint64_t));
     pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
     if (pagemap_fd < 0) {
         error_setg_errno(errp, errno, "split: cannot open /proc/self/pagemap");
@@ -1852,7 +1920,15 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
     pagemap_fd = -1;
 
     if (!uffd_query_features(&features)) {
+        features &= UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+    }
+    pg->no_wp_why = split_pager_probe_wp(&si->layout, features);
+    pg->wp = !pg->no_wp_why;
+    if (!pg->wp) {
         features &= UFFD_FEATURE_THREAD_ID;
+        warn_report("split: no page-out on this main host (%s): the guest's "
+                    "resident memory will grow past its budget as it "
+                    "touches remote pages", pg->no_wp_why);
     }
     pg->uffd = uffd_create_fd(features, true);
     if (pg->uffd < 0) {
@@ -1860,7 +1936,8 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
         goto fail;
     }
     for (i = 0; i < si->layout.nblocks; i++) {
-        if (!split_pager_register(pg->uffd, si->layout.blocks[i].rb, errp)) {
+        if (!split_pager_register(pg->uffd, si->layout.blocks[i].rb, pg->wp,
+                                  errp)) {
             goto fail;
         }
     }
@@ -1869,6 +1946,10 @@ bool split_pager_start(SplitIncoming *si, Error **errp)
         memory_region_ref(si->layout.blocks[i].rb->mr);
     }
 
+    if (pg->wp) {
+        pg->po = split_pageout_start(pg, MAX(si->budget / ps,
+                                             FCTRANS_BUDGET_MIN_PAGES));
+    }
     si->pager = pg;
     qatomic_set(&split_pager, pg);
     pg->shutdown.notify = split_pager_shutdown;
@@ -1888,9 +1969,13 @@ fail:
         close(pg->uffd);    /* the blocks were not used yet: no data lost */
     }
     event_notifier_cleanup(&pg->retry_notify);
+    event_notifier_cleanup(&pg->room_notify);
 fail_notify:
     if (pg->memcg_waiting) {
         g_array_free(pg->memcg_waiting, true);
+    }
+    if (pg->room_waiting) {
+        g_array_free(pg->room_waiting, true);
     }
     g_rw_lock_clear(&pg->place_lock);
     for (i = 0; i < SPLIT_MAX_SUBHOSTS; i++) {
@@ -1901,6 +1986,11 @@ fail_notify:
     g_free(pg->state);
     g_free(pg);
     return false;
+}
+
+SplitPager *split_pager_get(void)
+{
+    return qatomic_read(&split_pager);
 }
 
 bool split_memory_active(void)
@@ -2024,6 +2114,10 @@ void split_pager_handover_begin(unsigned j, const FctransExportId *next)
         }
         r->next = *next;
         r->has_next = true;
+        if (pg->po && !r->keep) {
+            /* No new page-out write goes to an export it keeps */
+            split_pageout_hold(pg->po, true);
+        }
         r->keep = true;
         /* Bounded by the channel's request timeout; never under the BQL */
         while (r->trims) {
@@ -2050,6 +2144,8 @@ void split_pager_handover_end(unsigned j, bool done, bool next_stays)
     WITH_QEMU_LOCK_GUARD(&r->lock) {
         if (done) {
             qatomic_set(&pg->si->sub[j].handed_over, true);
+        } else if (pg->po && r->keep) {
+            split_pageout_hold(pg->po, false);
         }
         r->keep = false;
         r->has_next = next_stays;
@@ -2080,9 +2176,7 @@ uint64_t split_pager_for_each_remote(void (*fn)(void *opaque, unsigned j,
             continue;
         }
         for (; g <= end; g++) {
-            if (g < end &&
-                SPLIT_PAGE_STATE(qatomic_read(&pg->state[g])) !=
-                SPLIT_PAGE_PRESENT) {
+            if (g < end && !split_page_resident(qatomic_read(&pg->state[g]))) {
                 continue;
             }
             if (g > first) {
@@ -2104,8 +2198,7 @@ bool split_pager_is_remote(uint64_t g, unsigned j)
 
     g_rw_lock_reader_lock(&pg->place_lock);
     remote = fctrans_pagemap_get(pg->si->map, g) == FCTRANS_LOC_SUBHOST(j) &&
-             SPLIT_PAGE_STATE(qatomic_read(&pg->state[g])) !=
-             SPLIT_PAGE_PRESENT;
+             !split_page_resident(qatomic_read(&pg->state[g]));
     g_rw_lock_reader_unlock(&pg->place_lock);
     return remote;
 }
@@ -2212,7 +2305,10 @@ int split_ram_discard(RAMBlock *rb, ram_addr_t offset, size_t length)
         int k = FCTRANS_LOC_IS_SUBHOST(loc) ? FCTRANS_LOC_SUBHOST_INDEX(loc)
                                             : -1;
 
-        if (SPLIT_PAGE_STATE(s) == SPLIT_PAGE_PRESENT) {
+        if (SPLIT_PAGE_STATE(s) == SPLIT_PAGE_EVICTING) {
+            /* Page-out ends it as unused (and counts it) */
+            qatomic_set(&pg->state[g], s | SPLIT_PAGE_DISCARDED);
+        } else if (split_page_resident(s)) {
             /* The discard drops it; its next touch is a local page-in */
             qatomic_set(&pg->state[g], SPLIT_PAGE_ABSENT);
             qatomic_dec(&pg->resident);
@@ -2305,8 +2401,7 @@ qmp_x_query_split_page_locations(uint64List *addresses, Error **errp)
 
             g_rw_lock_reader_lock(&pg->place_lock);
             pl = fctrans_pagemap_get(pg->si->map, g);
-            loc->present = SPLIT_PAGE_STATE(qatomic_read(&pg->state[g])) ==
-                           SPLIT_PAGE_PRESENT;
+            loc->present = split_page_resident(qatomic_read(&pg->state[g]));
             g_rw_lock_reader_unlock(&pg->place_lock);
             if (pl == FCTRANS_LOC_MAIN) {
                 loc->location = SPLIT_PAGE_PLACE_MAIN;
@@ -2340,7 +2435,8 @@ SplitMemoryInfo *qmp_query_split_memory(Error **errp)
     info->has_page_size = true;
     info->page_size = pg->page_size;
     info->has_resident_budget = true;
-    info->resident_budget = pg->si->budget;
+    info->resident_budget = pg->po ? split_pageout_budget(pg->po) *
+                                     pg->page_size : pg->si->budget;
     info->has_resident_pages = true;
     info->resident_pages = qatomic_read(&pg->resident);
     info->has_resident_pages_at_start = true;
@@ -2389,6 +2485,15 @@ SplitMemoryInfo *qmp_query_split_memory(Error **errp)
     info->latency_p99 = split_lat_percentile(pg, 99);
     info->has_latency_max = true;
     info->latency_max = fctrans_hist_max(&pg->lat) / 1000;
+    info->has_page_out = true;
+    info->page_out = pg->po != NULL;
+    info->has_write_faults = true;
+    info->write_faults = qatomic_read(&pg->write_faults);
+    info->has_room_waits = true;
+    info->room_waits = qatomic_read(&pg->room_waits);
+    if (pg->po) {
+        split_pageout_fill_info(pg->po, info);
+    }
     return info;
 }
 

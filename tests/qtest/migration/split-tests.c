@@ -78,6 +78,14 @@ typedef struct SplitTest {
     const char *inject;
     const char *inject_counter;
     int64_t inject_count;
+    /* SPLIT_PAGER_NO_WP for the main host: a kernel without page-out */
+    bool no_wp;
+    /*
+     * Keep the budget the source placed pages for once the guest runs on
+     * the main host; else split_cont() lifts it, so that tests of other
+     * features do not page out all the time.
+     */
+    bool pageout;
     char *pskdir;
 } SplitTest;
 
@@ -230,8 +238,8 @@ static QList *split_subhost_list(SplitTest *t, bool main_host)
         qdict_put_str(e, "id", t->sub[k].id);
         qdict_put_str(e, "uri", main_host && t->main_uri[k] ?
                       t->main_uri[k] : t->sub[k].uri);
-        qdict_put_int(e, "capacity", main_host ? SPLIT_PAGE_SIZE :
-                      t->sub[k].capacity);
+        /* The main host pages out there too, within the same capacity */
+        qdict_put_int(e, "capacity", t->sub[k].capacity);
         qlist_append(list, e);
     }
     return list;
@@ -665,8 +673,12 @@ static bool split_migrate_to_paused(SplitTest *t, MigrateStart *args,
     if (t->inject) {
         g_setenv("SPLIT_PAGER_INJECT", t->inject, true);
     }
+    if (t->no_wp) {
+        g_setenv("SPLIT_PAGER_NO_WP", "1", true);
+    }
     ret = migrate_start(&from, &to, "defer", args);
     g_unsetenv("SPLIT_PAGER_INJECT");
+    g_unsetenv("SPLIT_PAGER_NO_WP");
     if (ret) {
         split_test_cleanup(t);
         return false;
@@ -687,6 +699,24 @@ static bool split_migrate_to_paused(SplitTest *t, MigrateStart *args,
     return true;
 }
 
+/*
+ * Let the paused main host run. Unless the test is about page-out, the
+ * whole guest may be resident from now on (split-set-budget), as before
+ * page-out existed: a guest that writes all its memory in a loop would
+ * otherwise page in and out all the time.
+ */
+static void split_cont(SplitTest *t, QTestState *to)
+{
+    g_autoptr(QDict) rsp = split_query_memory(to);
+
+    if (!t->pageout && qdict_get_bool(rsp, "page-out")) {
+        qtest_qmp_assert_success(to, "{ 'execute': 'split-set-budget',"
+                                 "  'arguments': { 'budget': %" PRIu64 " } }",
+                                 (uint64_t)SPLIT_GUEST_RAM * 2);
+    }
+    qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
+}
+
 static void split_test_migrate(SplitTest *t)
 {
     MigrateStart args = {
@@ -704,7 +734,7 @@ static void split_test_migrate(SplitTest *t)
     split_check_source_stats(t, from);
     split_check_main_host_at_start(t, to);
 
-    qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
+    split_cont(t, to);
     wait_for_serial("dest_serial");
     split_wait_remote_page_ins(to);
     if (t->inject_counter) {
@@ -736,6 +766,162 @@ static void test_split_two_subhosts(void)
 
     split_test_start_subhosts(&t, 64 * 1024 * 1024);
     split_test_migrate(&t);
+}
+
+/* Pages resident beyond the budget: page-ins under way and prefetch */
+#define SPLIT_PAGEOUT_SLACK     (2 * 16)
+
+static void split_set_budget(QTestState *to, uint64_t budget)
+{
+    int64_t t0 = g_get_monotonic_time();
+
+    qtest_qmp_assert_success(to, "{ 'execute': 'split-set-budget',"
+                             "  'arguments': { 'budget': %" PRIu64 " } }",
+                             budget);
+    g_test_message("budget %" PRIu64 " MiB reached in %" PRId64 " ms",
+                   budget >> 20, (g_get_monotonic_time() - t0) / 1000);
+}
+
+/*
+ * For about @ms while the guest writes its memory: the resident pages, by
+ * the pager's count and by the kernel's, stay within @budget plus slack.
+ * Returns the largest count seen.
+ */
+static uint64_t split_sample_resident(QTestState *to, uint64_t budget,
+                                      unsigned ms)
+{
+    uint64_t pages = budget / SPLIT_PAGE_SIZE, max = 0;
+    int64_t end = g_get_monotonic_time() + ms * 1000;
+
+    do {
+        g_autoptr(QDict) rsp = split_query_memory(to);
+        uint64_t resident = qdict_get_int(rsp, "resident-pages");
+        uint64_t rss_kb, size_kb;
+
+        g_assert_cmpuint(qdict_get_int(rsp, "resident-budget"), ==,
+                         pages * SPLIT_PAGE_SIZE);
+        g_assert_cmpuint(resident, <=, pages + SPLIT_PAGEOUT_SLACK);
+        split_uffd_rss(qtest_pid(to), &rss_kb, &size_kb);
+        g_assert_cmpuint(rss_kb * 1024, <=,
+                         (pages + SPLIT_PAGEOUT_SLACK + SPLIT_RSS_SLACK) *
+                         SPLIT_PAGE_SIZE);
+        max = MAX(max, resident);
+        g_usleep(50 * 1000);
+    } while (g_get_monotonic_time() < end);
+    return max;
+}
+
+/*
+ * Page-out: the guest writes every page of a test area larger than the
+ * budget, in a loop, while the budget shrinks and grows. Resident memory
+ * stays within each budget, pages go out and come back in, and every page
+ * agrees with the guest's pattern at the end.
+ */
+static void test_split_pageout(void)
+{
+    SplitTest t = {
+        .nsubhosts = 2,
+        .budget = SPLIT_BUDGET,
+        .pageout = true,
+    };
+    MigrateStart args = { .opts_target = "-S" };
+    const uint64_t budgets[] = { 48 << 20, 64 << 20, 24 << 20, 40 << 20 };
+    QTestState *from, *to;
+    int64_t page_outs = 0, page_ins = 0;
+    unsigned i;
+
+    split_test_start_subhosts(&t, 128 * 1024 * 1024);
+    if (!split_migrate_to_paused(&t, &args, &from, &to)) {
+        return;
+    }
+    split_check_main_host_at_start(&t, to);
+    split_cont(&t, to);
+    wait_for_serial("dest_serial");
+
+    /* Bad input changes nothing */
+    {
+        g_autoptr(QDict) err = qtest_qmp(to, "{ 'execute': "
+                                         "'split-set-budget', 'arguments':"
+                                         " { 'budget': 1048576 } }");
+
+        g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(err, "error"),
+                                              "desc"), "too small"));
+    }
+    split_sample_resident(to, t.budget, 500);
+
+    for (i = 0; i < ARRAY_SIZE(budgets); i++) {
+        g_autoptr(QDict) rsp = NULL;
+        uint64_t max;
+
+        split_set_budget(to, budgets[i]);
+        max = split_sample_resident(to, budgets[i], 1500);
+        rsp = split_query_memory(to);
+        g_test_message("budget %" PRIu64 " MiB: up to %" PRIu64 " pages "
+                       "resident; %" PRId64 " page-outs (%" PRId64 " clean, "
+                       "%" PRId64 " zero, %" PRId64 " aborted), %" PRId64
+                       " write faults, %" PRId64 " room waits, %" PRId64
+                       " over budget, p50 %" PRId64 " us p99 %" PRId64 " us",
+                       budgets[i] >> 20, max,
+                       qdict_get_int(rsp, "page-outs"),
+                       qdict_get_int(rsp, "clean-drops"),
+                       qdict_get_int(rsp, "zero-drops"),
+                       qdict_get_int(rsp, "page-outs-aborted"),
+                       qdict_get_int(rsp, "write-faults"),
+                       qdict_get_int(rsp, "room-waits"),
+                       qdict_get_int(rsp, "over-budget"),
+                       qdict_get_int(rsp, "page-out-latency-p50"),
+                       qdict_get_int(rsp, "page-out-latency-p99"));
+        /* The guest's writes made pages go out and come back */
+        g_assert_cmpint(qdict_get_int(rsp, "page-outs"), >, page_outs);
+        g_assert_cmpint(qdict_get_int(rsp, "page-ins-remote"), >, page_ins);
+        g_assert_cmpint(qdict_get_int(rsp, "page-out-errors"), ==, 0);
+        g_assert_cmpint(qdict_get_int(rsp, "blocked-faults"), ==, 0);
+        page_outs = qdict_get_int(rsp, "page-outs");
+        page_ins = qdict_get_int(rsp, "page-ins-remote");
+    }
+    g_assert_cmpint(split_subhost_data_bytes(&t.sub[0]) +
+                    split_subhost_data_bytes(&t.sub[1]), >, 0);
+
+    /* Every page of the test area agrees with the guest's pattern */
+    migrate_end(from, to, true);
+    split_test_cleanup(&t);
+}
+
+/*
+ * A main host whose kernel cannot write-protect (pretended): no page-out,
+ * said so, and the VM runs as before, past its budget.
+ */
+static void test_split_pageout_unavailable(void)
+{
+    SplitTest t = {
+        .nsubhosts = 1,
+        .budget = SPLIT_BUDGET,
+        .no_wp = true,
+        .pageout = true,
+    };
+    MigrateStart args = { .opts_target = "-S" };
+    QTestState *from, *to;
+    g_autoptr(QDict) rsp = NULL;
+    g_autoptr(QDict) err = NULL;
+
+    split_test_start_subhosts(&t, 256 * 1024 * 1024);
+    if (!split_migrate_to_paused(&t, &args, &from, &to)) {
+        return;
+    }
+    rsp = split_query_memory(to);
+    g_assert_false(qdict_get_bool(rsp, "page-out"));
+    g_assert_false(qdict_haskey(rsp, "page-outs"));
+    err = qtest_qmp(to, "{ 'execute': 'split-set-budget', 'arguments':"
+                    " { 'budget': 33554432 } }");
+    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(err, "error"),
+                                          "desc"),
+                            "no page-out on this main host: write-protection "
+                            "disabled by SPLIT_PAGER_NO_WP"));
+    split_cont(&t, to);
+    wait_for_serial("dest_serial");
+    split_wait_remote_page_ins(to);
+    migrate_end(from, to, true);
+    split_test_cleanup(&t);
 }
 
 static void test_split_two_subhosts_tls_psk(void)
@@ -802,7 +988,7 @@ static void test_split_subhost_lost(void)
 
     /* The sub-host goes away before the guest could page anything in */
     split_subhost_stop_sig(&t.sub[0], SIGKILL);
-    qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
+    split_cont(&t, to);
 
     ev = qtest_qmp_eventwait_ref(to, "SPLIT_SUBHOST_LOST");
     data = qdict_get_qdict(ev, "data");
@@ -1228,7 +1414,7 @@ static void test_split_swapped_subhosts(void)
     split_check_source_stats(&t, from);
     split_check_main_host_at_start(&t, to);
 
-    qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
+    split_cont(&t, to);
     wait_for_serial("dest_serial");
     split_wait_remote_page_ins(to);
     /* Reads every page of the guest's test area */
@@ -1302,7 +1488,7 @@ static void test_split_export_in_use(void)
     }
     qtest_quit(from);
     /* The main host runs the VM, part of it on the sub-host */
-    qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
+    split_cont(&t, to);
     wait_for_serial("dest_serial");
     held = split_subhost_data_bytes(&t.sub[0]);
     g_assert_cmpuint(held, >, 0);
@@ -2020,7 +2206,7 @@ static void split_test_place_failed(const char *inject, bool recovers)
         return;
     }
 
-    qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
+    split_cont(&t, to);
     ev = qtest_qmp_eventwait_ref(to, "SPLIT_PAGE_IN_FAILED");
     data = qdict_get_qdict(ev, "data");
     g_test_message("event: %s offset 0x%" PRIx64 ": %s",
@@ -2171,7 +2357,7 @@ static void test_split_pager_memcg(void)
      * pager's 32 MiB headroom, well below the ~25 MiB the guest pages in.
      */
     cg = split_memcg_enter(qtest_pid(to), 48 * 1024 * 1024, &v1);
-    qtest_qmp_assert_success(to, "{ 'execute': 'cont' }");
+    split_cont(&t, to);
     ev = qtest_qmp_eventwait_ref(to, "SPLIT_PAGE_IN_FAILED");
     data = qdict_get_qdict(ev, "data");
     g_test_message("event: %s offset 0x%" PRIx64 ": %s",
@@ -2275,7 +2461,7 @@ static bool split_remigrate_start(SplitRemigrate *r, bool exit_on_error)
         return false;
     }
     split_check_main_host_at_start(&r->t, r->main);
-    qtest_qmp_assert_success(r->main, "{ 'execute': 'cont' }");
+    split_cont(&r->t, r->main);
     wait_for_serial("dest_serial");
     split_wait_remote_page_ins(r->main);
     /* The main host holds the VM: the first source has nothing to do */
@@ -2583,6 +2769,9 @@ void migration_test_add_split(MigrationTestEnv *env)
     migration_test_add("/migration/split/two-subhosts",
                        test_split_two_subhosts);
     migration_test_add("/migration/split/cancel", test_split_cancel);
+    migration_test_add("/migration/split/pageout", test_split_pageout);
+    migration_test_add("/migration/split/pageout-unavailable",
+                       test_split_pageout_unavailable);
     migration_test_add("/migration/split/remigrate-plain",
                        test_split_remigrate_plain);
     migration_test_add("/migration/split/remigrate-cancel",
