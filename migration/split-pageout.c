@@ -42,6 +42,10 @@
  * of step 3. A page the guest discards meanwhile (flag DISCARDED) ends as
  * unused. A failed write gives the eviction up: the page stays dirty.
  *
+ * Pages that a device has mapped to write into (split_dma_begin(), from
+ * address_space_map()) are not dropped: checked after the protection,
+ * which a later mapping's kernel pin faults on.
+ *
  * Page-out pauses while an outgoing migration may keep pages on a
  * sub-host (split_pager_handover_begin()) and for good once one was
  * handed over: the budget is not enforced then. It is not enforced
@@ -62,6 +66,7 @@
 #include "exec/ramblock.h"
 #include "fctrans/budget.h"
 #include "fctrans/placement.h"
+#include "migration/split-memory.h"
 #include "split-pager.h"
 #include "trace.h"
 
@@ -114,9 +119,92 @@ struct SplitPageout {
     uint64_t zero_drops;        /* all zero: dropped, now unused */
     uint64_t aborted;           /* written to meanwhile, or write failed */
     uint64_t write_errors;
+    uint64_t dma_busy;          /* kept: a device had it mapped to write */
     uint64_t over_budget;       /* page-ins let past the budget */
     FctransHist lat;            /* batch start to drop, ns */
 };
+
+/*
+ * Ranges of split RAM that devices have mapped for writing. Few at once
+ * (the requests in flight), so a list under a lock.
+ */
+typedef struct SplitDmaRange {
+    RAMBlock *rb;
+    ram_addr_t offset;
+    uint64_t len;
+    unsigned refs;
+} SplitDmaRange;
+
+static QemuMutex split_dma_lock;
+static GArray *split_dma_ranges;        /* under split_dma_lock */
+
+void split_dma_begin(RAMBlock *rb, ram_addr_t offset, uint64_t len)
+{
+    SplitPager *pg = split_pager_get();
+    SplitDmaRange r = { .rb = rb, .offset = offset, .len = len, .refs = 1 };
+    guint i;
+
+    if (!pg || !pg->po) {
+        return;
+    }
+    WITH_QEMU_LOCK_GUARD(&split_dma_lock) {
+        for (i = 0; i < split_dma_ranges->len; i++) {
+            SplitDmaRange *e = &g_array_index(split_dma_ranges,
+                                              SplitDmaRange, i);
+
+            if (e->rb == rb && e->offset == offset) {
+                e->len = MAX(e->len, len);
+                e->refs++;
+                return;
+            }
+        }
+        g_array_append_val(split_dma_ranges, r);
+    }
+}
+
+void split_dma_end(RAMBlock *rb, ram_addr_t offset)
+{
+    SplitPager *pg = split_pager_get();
+    guint i;
+
+    if (!pg || !pg->po) {
+        return;
+    }
+    WITH_QEMU_LOCK_GUARD(&split_dma_lock) {
+        for (i = 0; i < split_dma_ranges->len; i++) {
+            SplitDmaRange *e = &g_array_index(split_dma_ranges,
+                                              SplitDmaRange, i);
+
+            if (e->rb == rb && e->offset == offset) {
+                if (!--e->refs) {
+                    g_array_remove_index_fast(split_dma_ranges, i);
+                }
+                return;
+            }
+        }
+    }
+    /* Mapped before page-out started: nothing recorded */
+}
+
+/* Whether a device has page @g of @b mapped for writing */
+static bool split_dma_busy(SplitPager *pg, SplitBlock *b, uint64_t g)
+{
+    ram_addr_t off = (g - b->first_page) * pg->page_size;
+    guint i;
+
+    WITH_QEMU_LOCK_GUARD(&split_dma_lock) {
+        for (i = 0; i < split_dma_ranges->len; i++) {
+            SplitDmaRange *e = &g_array_index(split_dma_ranges,
+                                              SplitDmaRange, i);
+
+            if (e->rb == b->rb && off + pg->page_size > e->offset &&
+                off < e->offset + e->len) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
 
 SplitBlock *split_pager_block_of(SplitPager *pg, uint64_t g)
 {
@@ -485,6 +573,16 @@ static unsigned split_pageout_batch(SplitPageout *po, unsigned want)
             uint8_t *copy = po->buf + (size_t)(v - po->v) * ps;
 
             v->protected = true;
+            /*
+             * After the protection: a device write mapped before it may
+             * have its page pinned and land after the copy; one mapped
+             * since faults on the protection.
+             */
+            if (split_dma_busy(pg, v->b, v->g)) {
+                v->protected = false;
+                qatomic_inc(&po->dma_busy);
+                continue;
+            }
             /* A discarded page faults here: the fault thread places zeros */
             memcpy(copy, split_page_host(v->b, v->g, ps), ps);
             v->zero = buffer_is_zero(copy, ps);
@@ -642,6 +740,8 @@ SplitPageout *split_pageout_start(SplitPager *pg, uint64_t budget_pages)
     unsigned k;
 
     po->pg = pg;
+    qemu_mutex_init(&split_dma_lock);
+    split_dma_ranges = g_array_new(false, false, sizeof(SplitDmaRange));
     qemu_mutex_init(&po->lock);
     qemu_cond_init(&po->cond);
     for (k = 0; k < pg->si->nsubhosts; k++) {
@@ -685,6 +785,8 @@ void split_pageout_fill_info(SplitPageout *po, SplitMemoryInfo *info)
     info->page_outs_aborted = qatomic_read(&po->aborted);
     info->has_page_out_errors = true;
     info->page_out_errors = qatomic_read(&po->write_errors);
+    info->has_page_outs_dma_busy = true;
+    info->page_outs_dma_busy = qatomic_read(&po->dma_busy);
     info->has_over_budget = true;
     info->over_budget = qatomic_read(&po->over_budget);
     info->has_page_out_latency_p50 = true;

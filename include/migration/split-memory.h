@@ -35,4 +35,14 @@ bool split_memory_may_run(Error **errp);
  */
 int split_ram_discard(RAMBlock *rb, ram_addr_t offset, size_t length);
 
+/*
+ * A device maps @len bytes at @offset of @rb for writing (DMA into guest
+ * RAM: address_space_map() with is_write), and unmaps them again. On a
+ * split main host, page-out never drops a page mapped so: a write that
+ * the kernel pinned the page for before page-out write-protected it
+ * (O_DIRECT, io_uring) would land in a page already copied.
+ */
+void split_dma_begin(RAMBlock *rb, ram_addr_t offset, uint64_t len);
+void split_dma_end(RAMBlock *rb, ram_addr_t offset);
+
 #endif /* MIGRATION_SPLIT_MEMORY_H */
