@@ -138,52 +138,60 @@ typedef struct SplitDmaRange {
 static QemuMutex split_dma_lock;
 static GArray *split_dma_ranges;        /* under split_dma_lock */
 
+/* The range mapped at @offset of @rb, with split_dma_lock held; or NULL */
+static SplitDmaRange *split_dma_find(RAMBlock *rb, ram_addr_t offset,
+                                     guint *index)
+{
+    guint i;
+
+    for (i = 0; i < split_dma_ranges->len; i++) {
+        SplitDmaRange *e = &g_array_index(split_dma_ranges, SplitDmaRange, i);
+
+        if (e->rb == rb && e->offset == offset) {
+            *index = i;
+            return e;
+        }
+    }
+    return NULL;
+}
+
 void split_dma_begin(RAMBlock *rb, ram_addr_t offset, uint64_t len)
 {
     SplitPager *pg = split_pager_get();
     SplitDmaRange r = { .rb = rb, .offset = offset, .len = len, .refs = 1 };
+    SplitDmaRange *e;
     guint i;
 
     if (!pg || !pg->po) {
         return;
     }
     WITH_QEMU_LOCK_GUARD(&split_dma_lock) {
-        for (i = 0; i < split_dma_ranges->len; i++) {
-            SplitDmaRange *e = &g_array_index(split_dma_ranges,
-                                              SplitDmaRange, i);
-
-            if (e->rb == rb && e->offset == offset) {
-                e->len = MAX(e->len, len);
-                e->refs++;
-                return;
-            }
+        e = split_dma_find(rb, offset, &i);
+        if (e) {
+            e->len = MAX(e->len, len);
+            e->refs++;
+        } else {
+            g_array_append_val(split_dma_ranges, r);
         }
-        g_array_append_val(split_dma_ranges, r);
     }
 }
 
 void split_dma_end(RAMBlock *rb, ram_addr_t offset)
 {
     SplitPager *pg = split_pager_get();
+    SplitDmaRange *e;
     guint i;
 
     if (!pg || !pg->po) {
         return;
     }
     WITH_QEMU_LOCK_GUARD(&split_dma_lock) {
-        for (i = 0; i < split_dma_ranges->len; i++) {
-            SplitDmaRange *e = &g_array_index(split_dma_ranges,
-                                              SplitDmaRange, i);
-
-            if (e->rb == rb && e->offset == offset) {
-                if (!--e->refs) {
-                    g_array_remove_index_fast(split_dma_ranges, i);
-                }
-                return;
-            }
+        /* None: mapped before page-out started */
+        e = split_dma_find(rb, offset, &i);
+        if (e && !--e->refs) {
+            g_array_remove_index_fast(split_dma_ranges, i);
         }
     }
-    /* Mapped before page-out started: nothing recorded */
 }
 
 /* Whether a device has page @g of @b mapped for writing */
