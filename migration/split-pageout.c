@@ -62,6 +62,8 @@
 #include "qemu/timer.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-split.h"
+#include "qobject/qdict.h"
+#include "monitor/hmp.h"
 #include "exec/cpu-common.h"
 #include "exec/ramblock.h"
 #include "fctrans/budget.h"
@@ -870,4 +872,12 @@ void coroutine_fn qmp_split_set_budget(uint64_t budget, Error **errp)
         qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 10 * SCALE_MS);
     }
     trace_split_pageout_budget_reached(pages, (get_clock() - t0) / SCALE_MS);
+}
+
+void coroutine_fn hmp_split_set_budget(Monitor *mon, const QDict *qdict)
+{
+    Error *err = NULL;
+
+    qmp_split_set_budget(qdict_get_int(qdict, "budget"), &err);
+    hmp_handle_error(mon, err);
 }

@@ -2550,4 +2550,21 @@ void hmp_info_split_memory(Monitor *mon, const QDict *qdict)
     monitor_printf(mon, "discarded by the guest while remote: %" PRIu64
                    " pages; dropped at start: %" PRIu64 " pages\n",
                    info->discarded_pages, info->dropped_at_start);
+    if (!info->page_out) {
+        monitor_printf(mon, "page-out: off (%s)\n",
+                       split_pager_get()->no_wp_why);
+        return;
+    }
+    monitor_printf(mon, "page-out: watermarks %" PRIu64 "/%" PRIu64
+                   " pages; %" PRIu64 " written out, %" PRIu64 " clean and %"
+                   PRIu64 " zero dropped, %" PRIu64 " given up (%" PRIu64
+                   " DMA), %" PRIu64 " errors\n", info->high_watermark,
+                   info->low_watermark, info->page_outs, info->clean_drops,
+                   info->zero_drops, info->page_outs_aborted,
+                   info->page_outs_dma_busy, info->page_out_errors);
+    monitor_printf(mon, "page-out latency: p50 %" PRIu64 " us, p99 %" PRIu64
+                   " us; %" PRIu64 " first writes, %" PRIu64
+                   " waits for room, %" PRIu64 " over budget\n",
+                   info->page_out_latency_p50, info->page_out_latency_p99,
+                   info->write_faults, info->room_waits, info->over_budget);
 }

@@ -853,7 +853,20 @@ static void test_split_pageout(void)
         g_autoptr(QDict) rsp = NULL;
         uint64_t max;
 
-        split_set_budget(to, budgets[i]);
+        if (i == 1) {
+            /* HMP says the same */
+            g_autofree char *cmd = g_strdup_printf("split_set_budget %"
+                                                   PRIu64 "M",
+                                                   budgets[i] >> 20);
+            g_autofree char *out = qtest_hmp(to, "%s", cmd);
+            g_autofree char *info = NULL;
+
+            g_assert_cmpstr(out, ==, "");
+            info = qtest_hmp(to, "info split-memory");
+            g_assert_nonnull(strstr(info, "page-out: watermarks "));
+        } else {
+            split_set_budget(to, budgets[i]);
+        }
         max = split_sample_resident(to, budgets[i], 1500);
         rsp = split_query_memory(to);
         g_test_message("budget %" PRIu64 " MiB: up to %" PRIu64 " pages "
@@ -917,6 +930,12 @@ static void test_split_pageout_unavailable(void)
                                           "desc"),
                             "no page-out on this main host: write-protection "
                             "disabled by SPLIT_PAGER_NO_WP"));
+    {
+        g_autofree char *info = qtest_hmp(to, "info split-memory");
+
+        g_assert_nonnull(strstr(info, "page-out: off (write-protection "
+                                "disabled by SPLIT_PAGER_NO_WP)"));
+    }
     split_cont(&t, to);
     wait_for_serial("dest_serial");
     split_wait_remote_page_ins(to);
