@@ -33,7 +33,8 @@ small enough that their ring pages are placed on a sub-host. Asserts:
      and deflate follow; then 'discarded-pages' grew by at least
      DISCARD_FRACTION of the scratch pages, the sub-hosts' page count
      fell by at least as many beyond the pages they served (per-sub-host
-     'page-ins'), and memory and devices are intact.
+     'page-ins') and put back by page-out ('page-outs',
+     'clean-drops'), and memory and devices are intact.
 --quick (make check) and the full form (make bench) differ in the
 guest's size only.
 """
@@ -253,11 +254,13 @@ def start_scratch(src):
 
 
 def split_counts(main):
-    """(sub-host pages, their page-ins in pages, discarded-pages)."""
+    """(sub-host pages, their page-ins in pages, discarded-pages, pages
+    page-out put back on the sub-hosts)."""
     s = main.qmp.cmd("query-split-memory")
     return (sum(h["pages"] for h in s["subhosts"]),
             sum(h["page-ins"] for h in s["subhosts"]),
-            s.get("discarded-pages", 0))
+            s.get("discarded-pages", 0),
+            s.get("page-outs", 0) + s.get("clean-drops", 0))
 
 
 def wait_reported(main, since):
@@ -299,12 +302,14 @@ def check_balloon(sc, mem_mib):
     want = int(SCRATCH_PAGES * DISCARD_FRACTION)
     discarded = c2[2] - c0[2]
     # A page leaves its sub-host's count when it is paged in or when it
-    # is discarded: what the page-ins do not account for is the hook's.
-    beyond = (c0[0] - c2[0]) - (c2[1] - c0[1])
+    # is discarded, and comes back when it is paged out: what page-ins
+    # and page-outs do not account for is the hook's.
+    beyond = (c0[0] - c2[0]) - (c2[1] - c0[1]) + (c2[3] - c0[3])
     check(discarded >= want, f"discarded-pages grew by {discarded} >= "
           f"{DISCARD_FRACTION} of the {SCRATCH_PAGES} scratch pages ({want})")
     check(beyond >= want, f"the sub-hosts hold {c0[0] - c2[0]} pages fewer,"
-          f" {beyond} beyond the {c2[1] - c0[1]} they served (>= {want})")
+          f" {beyond} beyond the {c2[1] - c0[1]} they served and the "
+          f"{c2[3] - c0[3]} paged out (>= {want})")
     check_devices(sc, "after the balloon")
 
 
