@@ -11,13 +11,14 @@
  * runs on the fault path, and nothing takes the BQL.
  *
  * Victims: a CLOCK over the pages' states. The REF flag is set when a
- * page is paged in and when the guest first writes to a clean page (a
- * write-protect fault); the hand clears it and takes pages found without
- * it. That is what every kernel gives without touching the guest: the
- * first write after a page-in on 6.1 and 6.12 alike (sync write-protect
- * faults), and the pager's own fault history. Reads of a resident page
- * and later writes to a dirty one are not seen: the clock approximates
- * LRU by page-in and first-write order.
+ * page is paged in and when the guest writes to a write-protected page;
+ * the hand clears it. A dirty page the hand finds without REF is
+ * write-protected (PROBED) rather than taken: it is a victim only if the
+ * guest did not write to it for a whole turn. A clean page without REF
+ * is a victim at once. That is what every kernel gives without touching
+ * the guest: sync write-protect faults (6.1 and 6.12 alike) and the
+ * pager's own fault history. Reads of a resident page are not seen: the
+ * clock approximates LRU by page-in and write recency.
  *
  * One batch of up to SPLIT_PAGEOUT_BATCH victims at a time, each moved
  * to EVICTING by compare-and-swap from PRESENT or CLEAN:
@@ -122,6 +123,7 @@ struct SplitPageout {
     uint64_t aborted;           /* written to meanwhile, or write failed */
     uint64_t write_errors;
     uint64_t dma_busy;          /* kept: a device had it mapped to write */
+    uint64_t probes;            /* dirty pages write-protected by the hand */
     uint64_t over_budget;       /* page-ins let past the budget */
     FctransHist lat;            /* batch start to drop, ns */
 };
@@ -351,6 +353,24 @@ static unsigned split_pageout_select(SplitPageout *po, unsigned want)
         }
         if (s & SPLIT_PAGE_REF) {
             qatomic_cmpxchg(&pg->state[g], s, s & ~SPLIT_PAGE_REF);
+            continue;
+        }
+        if (st == SPLIT_PAGE_PRESENT && !(s & SPLIT_PAGE_PROBED)) {
+            /*
+             * Dirty and not seen since: a write before the next turn
+             * is a write-protect fault, which sets REF again.
+             */
+            if (qatomic_cmpxchg(&pg->state[g], s, s | SPLIT_PAGE_PROBED) ==
+                s) {
+                SplitBlock *b = split_pager_block_of(pg, g);
+
+                if (split_uffd_protect(pg, split_page_host(b, g,
+                                                           pg->page_size),
+                                       pg->page_size, true)) {
+                    qatomic_and(&pg->state[g], (uint8_t)~SPLIT_PAGE_PROBED);
+                }
+                qatomic_inc(&po->probes);
+            }
             continue;
         }
         if (st == SPLIT_PAGE_CLEAN) {
@@ -797,6 +817,8 @@ void split_pageout_fill_info(SplitPageout *po, SplitMemoryInfo *info)
     info->page_out_errors = qatomic_read(&po->write_errors);
     info->has_page_outs_dma_busy = true;
     info->page_outs_dma_busy = qatomic_read(&po->dma_busy);
+    info->has_write_probes = true;
+    info->write_probes = qatomic_read(&po->probes);
     info->has_over_budget = true;
     info->over_budget = qatomic_read(&po->over_budget);
     info->has_page_out_latency_p50 = true;

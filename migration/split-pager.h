@@ -37,7 +37,7 @@
 #define SPLIT_PAGE_DIRTYING     5
 #define SPLIT_PAGE_STATE(s)     ((s) & 0x0f)
 /*
- * Flags: DISCARDED on an in-flight or evicting page: the guest discarded
+ * Flags (PROBED below): DISCARDED on an in-flight or evicting page: the guest discarded
  * it meanwhile, so it gets a zero page, not what the sub-host returns,
  * and an eviction ends with the page unused. REF: accessed since the
  * page-out clock last passed (page-in, write fault). WRITTEN: the guest
@@ -46,6 +46,13 @@
 #define SPLIT_PAGE_DISCARDED    0x10
 #define SPLIT_PAGE_REF          0x20
 #define SPLIT_PAGE_WRITTEN      0x40
+/*
+ * PROBED: a dirty page that page-out write-protected when its clock hand
+ * passed it without REF; a write before the hand comes back sets REF
+ * again (and lifts the protection), so pages the guest keeps writing
+ * stay resident.
+ */
+#define SPLIT_PAGE_PROBED       0x80
 
 static inline bool split_page_resident(uint8_t s)
 {
