@@ -103,6 +103,11 @@ def main():
         sm.log(f"  resident on main {s['resident-pages'] * s['page-size'] >> 20}"
                f" MiB (at start {s['resident-pages-at-start'] * s['page-size'] >> 20}"
                f" MiB, budget {s['resident-budget'] >> 20} MiB)")
+        if s.get("page-out"):
+            sm.log(f"  page-out: {s['page-outs']} written out,"
+                   f" {s['clean-drops']} clean and {s['zero-drops']} zero"
+                   f" pages dropped, p50 {s['page-out-latency-p50']} us"
+                   f" p99 {s['page-out-latency-p99']} us")
         for sh in s["subhosts"]:
             sm.log(f"  {sh['id']}: {sh['pages']} pages still there,"
                    f" {sh['page-ins']} paged in")
