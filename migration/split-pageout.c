@@ -866,8 +866,12 @@ void coroutine_fn qmp_split_set_budget(uint64_t budget, Error **errp)
                    (uint64_t)FCTRANS_BUDGET_MIN_PAGES * pg->page_size);
         return;
     }
-    /* More than the guest has: all of it may be resident */
-    pages = MIN(pages, MAX(npages, FCTRANS_BUDGET_MIN_PAGES));
+    /*
+     * More than the guest has: all of it may be resident, and the high
+     * watermark stays above the guest's pages (page-out never starts).
+     */
+    pages = MIN(pages, npages + 2 * FCTRANS_BUDGET_GAP_MAX_PAGES +
+                       FCTRANS_BUDGET_MIN_PAGES);
     split_pageout_set_watermarks(po, pages);
     /* A grown budget lets the faults waiting for room in */
     qatomic_set(&po->room_wanted, true);
