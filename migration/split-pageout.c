@@ -90,7 +90,7 @@ typedef struct SplitVictim {
     bool protected;             /* write-protected by this batch */
     bool zero;
     int k;                      /* destination sub-host, or -1 */
-    bool written;               /* acknowledged; under po->lock */
+    bool written;               /* acknowledged; callbacks set it under lock */
     bool commit;                /* to be dropped */
     unsigned run;               /* pages from here sent in one write */
 } SplitVictim;
@@ -292,30 +292,6 @@ static void split_pageout_set_watermarks(SplitPageout *po, uint64_t pages)
 }
 
 /*
- * Which sub-hosts page-out may write to now: connected, checked since
- * the last reconnect, not kept by an outgoing migration.
- */
-static void split_pageout_exclude(SplitPageout *po)
-{
-    SplitPager *pg = po->pg;
-    unsigned k;
-
-    for (k = 0; k < pg->si->nsubhosts; k++) {
-        SplitPagerSubhost *sub = &pg->si->sub[k];
-        SplitRecon *r = &pg->recon[k];
-        bool usable;
-
-        WITH_QEMU_LOCK_GUARD(&r->lock) {
-            usable = !r->active && !r->unverified && !r->keep;
-        }
-        usable = usable && !qatomic_read(&sub->lost) &&
-                 !qatomic_read(&sub->handed_over) &&
-                 fctrans_subhost_is_connected(sub->sh);
-        fctrans_placer_exclude(po->placer, k, !usable);
-    }
-}
-
-/*
  * Whether a clean page whose copy is on sub-host @k may be dropped: only
  * while that copy can be paged in again.
  */
@@ -325,6 +301,27 @@ static bool split_pageout_copy_reachable(SplitPager *pg, unsigned k)
 
     return !qatomic_read(&sub->lost) && !qatomic_read(&sub->handed_over) &&
            fctrans_subhost_is_connected(sub->sh);
+}
+
+/*
+ * Which sub-hosts page-out may write to now: connected, checked since
+ * the last reconnect, not kept by an outgoing migration.
+ */
+static void split_pageout_exclude(SplitPageout *po)
+{
+    SplitPager *pg = po->pg;
+    unsigned k;
+
+    for (k = 0; k < pg->si->nsubhosts; k++) {
+        SplitRecon *r = &pg->recon[k];
+        bool usable;
+
+        WITH_QEMU_LOCK_GUARD(&r->lock) {
+            usable = !r->active && !r->unverified && !r->keep;
+        }
+        usable = usable && split_pageout_copy_reachable(pg, k);
+        fctrans_placer_exclude(po->placer, k, !usable);
+    }
 }
 
 /* Take up to @want victims from the clock, with place_lock held. */
@@ -662,13 +659,12 @@ static unsigned split_pageout_batch(SplitPageout *po, unsigned want)
 
     /* Drop what the sub-hosts hold now, by runs; keep the rest */
     g_rw_lock_reader_lock(&pg->place_lock);
+    /* Every write callback has returned: v->written is final */
     for (i = 0; i < n; i++) {
         SplitVictim *v = &po->v[i];
         uint8_t s = qatomic_read(&pg->state[v->g]);
 
-        WITH_QEMU_LOCK_GUARD(&po->lock) {
-            v->commit = v->written;
-        }
+        v->commit = v->written;
         if (s & SPLIT_PAGE_DISCARDED) {
             v->commit = true;       /* unused now, whatever was written */
         } else if (s & SPLIT_PAGE_WRITTEN) {
